@@ -1,0 +1,157 @@
+"""Loading a causal language model from a hub id, a local folder, a GGUF file or an embedded name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import MonosemanticError
+from .capture import capture
+from .embedded import EMBEDDED_MODELS, embedded_gguf
+from .gguf_cache import converted_folder
+from .sites import Site, SiteIndex
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    except KeyError:
+        raise MonosemanticError(f"unknown dtype '{dtype}': expected one of {', '.join(_DTYPES)}") from None
+
+
+@dataclass(eq=False)
+class LanguageModel:
+    """A Hugging Face causal LM with its tokenizer and the sites it exposes."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str = ""
+    _widths: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def config(self):
+        config = self.model.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    @property
+    def n_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def max_context(self) -> int | None:
+        """The longest context the model accepts, when its config says."""
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+            value = getattr(self.config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @cached_property
+    def site_index(self) -> SiteIndex:
+        return SiteIndex(self.model, self.n_layers, self.name)
+
+    def site_names(self) -> list[str]:
+        return self.site_index.names()
+
+    def site(self, name: str) -> Site:
+        return self.site_index.resolve(name)
+
+    def resolve_sites(self, names: Sequence[str] | str) -> list[str]:
+        """Validate site names; return them in the order given, without repeats."""
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise MonosemanticError("no sites given: expected at least one, e.g. blocks.6.resid_post")
+        return list(dict.fromkeys(self.site(n).name for n in names))
+
+    def width(self, site: str) -> int:
+        """The activation width of a site, found by a two-token probe the first time it is asked."""
+        if site not in self._widths:
+            probe = torch.zeros(1, 2, dtype=torch.long, device=self.device)
+            self._widths[site] = self.capture(probe, [site])[site].shape[-1]
+        return self._widths[site]
+
+    def capture(self, input_ids_BS: Tensor, sites: Sequence[str]) -> dict[str, Tensor]:
+        """Activations ``[B, S, D]`` of every site, from one forward pass stopped after the last site."""
+        resolved = [self.site(s) for s in sites]
+        return capture(self.model, input_ids_BS.to(self.device), resolved)
+
+    def check_context(self, context_length: int) -> None:
+        limit = self.max_context
+        if limit is not None and context_length > limit:
+            raise MonosemanticError(
+                f"context length {context_length} is longer than {self.name} allows ({limit} positions)"
+            )
+
+    def describe(self) -> dict:
+        """A JSON identity of the model, stored with everything computed from it."""
+        return {"name": self.name, "source": self.source, "class": type(self.model).__name__,
+                "model_type": getattr(self.config, "model_type", None), "n_layers": self.n_layers,
+                "d_model": self.d_model, "vocab_size": getattr(self.config, "vocab_size", None),
+                "dtype": str(self.dtype).removeprefix("torch.")}
+
+
+def _resolve_spec(spec: str) -> tuple[str, str]:
+    """Map a user's model spec to (what transformers loads, a description of the source)."""
+    if spec in EMBEDDED_MODELS:
+        gguf = embedded_gguf(spec)
+        return str(converted_folder(gguf)), f"embedded:{gguf.name}"
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise MonosemanticError(f"GGUF file '{spec}' does not exist")
+        return str(converted_folder(path)), f"gguf:{path.resolve()}"
+    if path.is_dir():
+        return str(path), f"folder:{path.resolve()}"
+    if spec.startswith((".", "/", "~")) or path.suffix in (".safetensors", ".bin", ".pt"):
+        raise MonosemanticError(
+            f"model '{spec}' is not a folder holding a saved model; expected a hub id (org/name), "
+            f"a local folder, a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}"
+        )
+    return spec, f"hub:{spec}"
+
+
+def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype = torch.float32, threads: int | None = None) -> LanguageModel:
+    """Load a causal LM by hub id, local folder, ``.gguf`` file, or embedded name (``smollm2-135m``).
+
+    Defaults to float32 on CPU: bfloat16 matmuls are far slower than float32 on most CPUs.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    target, source = _resolve_spec(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=parse_dtype(dtype))
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MonosemanticError(
+            f"could not load model '{spec}' ({first}); expected a Hugging Face hub id reachable online "
+            f"or in the local cache, a local folder, a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}"
+        ) from e
+    model.to(device).eval()
+    return LanguageModel(model=model, tokenizer=tokenizer, name=spec, source=source)
