@@ -1,0 +1,26 @@
+"""Corpora and tokenization: text sources, packed token windows, and which positions to store.
+
+``text_source(spec)`` resolves ``"stdlib"`` (the default, embedded corpus), a local
+``.txt``/``.jsonl``/``.parquet`` path or folder, or a Hugging Face dataset id into a
+:class:`TextSource`; ``token_windows`` packs its documents into fixed-length windows; and
+``storable_mask`` marks the positions whose activations are worth keeping.
+"""
+
+from monosemantic.data.sources import (
+    HFDatasetSource,
+    LocalTextSource,
+    StdlibSource,
+    TextSource,
+    text_source,
+)
+from monosemantic.data.windows import storable_mask, token_windows
+
+__all__ = [
+    "TextSource",
+    "text_source",
+    "token_windows",
+    "storable_mask",
+    "StdlibSource",
+    "LocalTextSource",
+    "HFDatasetSource",
+]

@@ -1,0 +1,338 @@
+"""Text sources: where the documents that activations are collected from come from.
+
+A :class:`TextSource` yields documents (strings) in a fixed order and can describe itself as a
+small JSON-serialisable dict. The description goes into activation-store manifests so that a
+store is never extended with activations from a different corpus; it must therefore be stable
+across runs on the same machine and change whenever the corpus changes.
+
+Sources:
+
+* :class:`StdlibSource` -- the default corpus, the Python standard library's own sources. It is
+  on every machine that can run this package, needs no download and is about 11 MB of text.
+* :class:`LocalTextSource` -- ``.txt`` / ``.jsonl`` / ``.parquet`` files or a folder of them.
+* :class:`HFDatasetSource` -- a Hugging Face dataset, streamed.
+
+:func:`text_source` turns a user's ``--corpus`` string into one of these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sysconfig
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Iterator
+
+from monosemantic.errors import MonosemanticError
+
+# Directories never descended into by StdlibSource. Tests are excluded because they are a large,
+# repetitive share of the stdlib (about half its bytes) and not representative code; installed
+# third-party packages are excluded because they differ from machine to machine.
+_STDLIB_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
+
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+# Rows per pyarrow batch: large enough to amortise per-batch overhead, small enough that a
+# multi-gigabyte parquet file is never materialised at once.
+_PARQUET_BATCH_ROWS = 1024
+
+# Bytes read from each end of a local file for its fingerprint. Hashing whole files would make
+# describe() cost as much as reading the corpus; size + head + tail catches practically every
+# real change (appends, truncation, edits near either end, replaced files).
+_FINGERPRINT_BYTES = 64 * 1024
+
+_DATASETS_HINT = "pip install 'monosemantic[datasets]'"
+
+
+class TextSource(ABC):
+    """An ordered, repeatable stream of documents."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[str]:
+        """Yield the documents, always in the same order."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable identity of the corpus (same corpus -> same dict)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
+
+
+class StdlibSource(TextSource):
+    """The Python standard library's ``.py`` sources, tests excluded, sorted by relative path."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        # ``root`` is overridable for tests; users get the running interpreter's stdlib.
+        self.root = Path(root if root is not None else sysconfig.get_paths()["stdlib"]).resolve()
+        self._files: list[Path] | None = None
+
+    def files(self) -> list[Path]:
+        """The source files, in iteration order (computed once)."""
+        if self._files is None:
+            if not self.root.is_dir():
+                raise MonosemanticError(
+                    f"Python stdlib folder {self.root} not found; expected the interpreter's "
+                    "source library; pass another corpus with --corpus"
+                )
+            self._files = sorted(_walk_stdlib(self.root), key=lambda p: p.relative_to(self.root).as_posix())
+        return self._files
+
+    def __iter__(self) -> Iterator[str]:
+        for path in self.files():
+            yield path.read_text(encoding="utf-8", errors="replace")
+
+    def describe(self) -> dict[str, Any]:
+        files = self.files()
+        return {
+            "kind": "stdlib",
+            "python": platform.python_version(),
+            "root": str(self.root),
+            "files": len(files),
+            "bytes": sum(p.stat().st_size for p in files),
+        }
+
+
+def _walk_stdlib(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Pruning in place stops os.walk from descending into excluded folders at all.
+        dirnames[:] = [d for d in dirnames if d not in _STDLIB_SKIP_DIRS]
+        for name in filenames:
+            if name.endswith(".py") and not name.startswith("test_"):
+                yield Path(dirpath) / name
+
+
+class LocalTextSource(TextSource):
+    """A ``.txt``, ``.jsonl`` or ``.parquet`` file, or a folder searched recursively for them.
+
+    ``.txt``: the whole file is one document. ``.jsonl``: one document per non-blank line, taken
+    from the ``text_column`` field. ``.parquet``: one document per row of ``text_column``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], text_column: str = "text") -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.text_column = text_column
+        self.files = _local_files(self.path)
+
+    def __iter__(self) -> Iterator[str]:
+        for file in self.files:
+            if file.suffix == ".txt":
+                yield file.read_text(encoding="utf-8", errors="replace")
+            elif file.suffix == ".jsonl":
+                yield from _iter_jsonl(file, self.text_column)
+            else:
+                yield from _iter_parquet(file, self.text_column)
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        total = 0
+        for file in self.files:
+            rel = file.relative_to(self.path).as_posix() if self.path.is_dir() else file.name
+            size = file.stat().st_size
+            total += size
+            digest.update(f"{rel}\0{size}\0".encode())
+            digest.update(_head_tail(file, size))
+        return {
+            "kind": "local",
+            "path": str(self.path),
+            "text_column": self.text_column,
+            "files": len(self.files),
+            "bytes": total,
+            "fingerprint": digest.hexdigest(),
+        }
+
+
+def _local_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise MonosemanticError(
+            f"corpus path {path} does not exist; expected a .txt/.jsonl/.parquet file or a folder "
+            "of them; check the path"
+        )
+    if path.is_file():
+        if path.suffix not in LOCAL_SUFFIXES:
+            raise MonosemanticError(
+                f"corpus file {path} has unsupported type {path.suffix!r}; expected one of "
+                f"{', '.join(LOCAL_SUFFIXES)}; convert it or point at a folder of such files"
+            )
+        return [path]
+    files = sorted(
+        (p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES and p.is_file()),
+        key=lambda p: p.relative_to(path).as_posix(),
+    )
+    if not files:
+        raise MonosemanticError(
+            f"corpus folder {path} contains no {'/'.join(LOCAL_SUFFIXES)} files; "
+            "expected at least one; check the folder"
+        )
+    return files
+
+
+def _head_tail(file: Path, size: int) -> bytes:
+    with open(file, "rb") as fh:
+        head = fh.read(_FINGERPRINT_BYTES)
+        if size <= 2 * _FINGERPRINT_BYTES:
+            return head
+        fh.seek(size - _FINGERPRINT_BYTES)
+        return head + fh.read()
+
+
+def _iter_jsonl(file: Path, column: str) -> Iterator[str]:
+    with open(file, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MonosemanticError(
+                    f"{file} line {lineno} is not valid JSON ({exc.msg}); expected one JSON object "
+                    "per line; fix or remove that line"
+                ) from None
+            if not isinstance(row, dict) or column not in row:
+                keys = sorted(row) if isinstance(row, dict) else f"a JSON {type(row).__name__}"
+                raise MonosemanticError(
+                    f"{file} line {lineno} has no {column!r} field (found {keys}); expected an "
+                    "object with the text field; pass --text-column with the right name"
+                )
+            text = row[column]
+            if text is not None:  # null texts are missing documents, not errors
+                yield _as_text(text, f"{file} line {lineno}", column)
+
+
+def _iter_parquet(file: Path, column: str) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MonosemanticError(
+            f"reading {file} needs pyarrow, which is not installed; run {_DATASETS_HINT}"
+        ) from None
+    pf = pq.ParquetFile(file)
+    names = pf.schema_arrow.names
+    if column not in names:
+        raise MonosemanticError(
+            f"{file} has no column {column!r} (columns: {names}); expected a text column; "
+            "pass --text-column with the right name"
+        )
+    for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[column]):
+        for text in batch.column(0).to_pylist():
+            if text is not None:
+                yield _as_text(text, str(file), column)
+
+
+def _as_text(value: Any, where: str, column: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise MonosemanticError(
+        f"{where}: field {column!r} is a {type(value).__name__}, not a string; expected text; "
+        "pass --text-column naming a text field"
+    )
+
+
+class HFDatasetSource(TextSource):
+    """A Hugging Face dataset split, streamed (nothing is downloaded up front).
+
+    The dataset is opened in the constructor so a bad id or no network fails immediately, before
+    any model is loaded, rather than at the first document.
+    """
+
+    def __init__(
+        self, dataset_id: str, split: str = "train", text_column: str = "text", name: str | None = None
+    ) -> None:
+        self.dataset_id = dataset_id
+        self.split = split
+        self.text_column = text_column
+        self.name = name
+        self._dataset = _load_streaming(dataset_id, name, split)
+        columns = self._dataset.column_names  # None when the features are not known up front
+        if columns is not None:
+            if text_column not in columns:
+                raise _missing_hf_column(dataset_id, text_column, columns)
+            # Streaming only the needed column saves bandwidth on wide datasets.
+            self._dataset = self._dataset.select_columns([text_column])
+
+    def __iter__(self) -> Iterator[str]:
+        for index, row in enumerate(self._dataset):
+            if self.text_column not in row:
+                raise _missing_hf_column(self.dataset_id, self.text_column, list(row))
+            text = row[self.text_column]
+            if text is not None:
+                yield _as_text(text, f"dataset {self.dataset_id!r} row {index}", self.text_column)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "hf",
+            "dataset": self.dataset_id,
+            "name": self.name,
+            "split": self.split,
+            "text_column": self.text_column,
+        }
+
+
+def _load_streaming(dataset_id: str, name: str | None, split: str) -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise MonosemanticError(
+            f"corpus {dataset_id!r} looks like a Hugging Face dataset id but the datasets library "
+            f"is not installed; run {_DATASETS_HINT} (or pass a local path or 'stdlib')"
+        ) from None
+    try:
+        return datasets.load_dataset(dataset_id, name, split=split, streaming=True)
+    except Exception as exc:  # noqa: BLE001 -- datasets raises many types; all mean "unusable"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
+        raise MonosemanticError(
+            f"could not load dataset {dataset_id!r} (split {split!r}, {reason}); "
+            "check the id or run online"
+        ) from None
+
+
+def _missing_hf_column(dataset_id: str, column: str, columns: list[str]) -> MonosemanticError:
+    return MonosemanticError(
+        f"dataset {dataset_id!r} has no column {column!r} (columns: {sorted(columns)}); "
+        "expected a text column; pass --text-column with the right name"
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith(LOCAL_SUFFIXES) or spec.startswith(("./", "../", "/", "~", ".\\"))
+
+
+def text_source(
+    spec: TextSource | str | os.PathLike[str] = "stdlib",
+    *,
+    text_column: str = "text",
+    split: str = "train",
+    name: str | None = None,
+) -> TextSource:
+    """Resolve a corpus spec: a TextSource, ``"stdlib"``, a local path, or a dataset id.
+
+    Local paths win over dataset ids when both could apply; prefix ``hf:`` to force a dataset.
+    ``split`` and ``name`` only apply to datasets, ``text_column`` to jsonl/parquet/datasets.
+    """
+    if isinstance(spec, TextSource):
+        return spec
+    if isinstance(spec, os.PathLike):
+        return LocalTextSource(spec, text_column=text_column)
+    if not isinstance(spec, str) or not spec.strip():
+        raise MonosemanticError(
+            f"corpus {spec!r} is not usable; expected 'stdlib', a local path or a Hugging Face "
+            "dataset id; pass one of those"
+        )
+    spec = spec.strip()
+    if spec.startswith("hf:"):
+        return HFDatasetSource(spec[3:], split=split, text_column=text_column, name=name)
+    if spec == "stdlib":
+        return StdlibSource()
+    if Path(spec).expanduser().exists():
+        return LocalTextSource(spec, text_column=text_column)
+    if _looks_like_path(spec):
+        raise MonosemanticError(
+            f"corpus path {spec!r} does not exist; expected an existing .txt/.jsonl/.parquet file "
+            "or folder; check the path (or prefix 'hf:' for a dataset id)"
+        )
+    return HFDatasetSource(spec, split=split, text_column=text_column, name=name)
