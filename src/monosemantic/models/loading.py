@@ -87,11 +87,16 @@ class LanguageModel:
         return list(dict.fromkeys(self.site(n).name for n in names))
 
     def width(self, site: str) -> int:
-        """The activation width of a site, found by a two-token probe the first time it is asked."""
-        if site not in self._widths:
+        """The activation width of a site."""
+        return self.widths([site])[site]
+
+    def widths(self, sites: Sequence[str]) -> dict[str, int]:
+        """Widths of several sites, found by one two-token probe for those not seen before."""
+        unknown = [s for s in sites if s not in self._widths]
+        if unknown:
             probe = torch.zeros(1, 2, dtype=torch.long, device=self.device)
-            self._widths[site] = self.capture(probe, [site])[site].shape[-1]
-        return self._widths[site]
+            self._widths.update({s: a.shape[-1] for s, a in self.capture(probe, unknown).items()})
+        return {s: self._widths[s] for s in sites}
 
     def capture(self, input_ids_BS: Tensor, sites: Sequence[str]) -> dict[str, Tensor]:
         """Activations ``[B, S, D]`` of every site, from one forward pass stopped after the last site."""
