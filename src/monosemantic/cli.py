@@ -1,0 +1,151 @@
+"""The ``monosemantic`` command line: a thin shell over the library."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import MonosemanticError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Dictionary learning on language-model activations.")
+
+DEFAULT_SITE = "blocks.6.resid_post"
+
+
+def _friendly(command):
+    """Print a user's error as one line and exit 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MonosemanticError as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or smollm2-135m.")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, ...")]
+DtypeOpt = Annotated[str, typer.Option(help="Model dtype (float32 is fastest on CPU).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
+
+
+def _load(model: str, device: str, dtype: str, threads: int | None):
+    from .models import load_model
+
+    _quiet_transformers()
+    return load_model(model, device=device, dtype=dtype, threads=threads)
+
+
+@app.command()
+@_friendly
+def sites(
+    model: Annotated[str, typer.Argument(help="Hub id, local folder, .gguf file, or smollm2-135m.")] = "smollm2-135m",
+    modules: Annotated[bool, typer.Option(help="Also list raw module paths.")] = False,
+    widths: Annotated[bool, typer.Option(help="Show each site's width (runs a tiny forward pass).")] = True,
+):
+    """List the activation sites of MODEL."""
+    lm = _load(model, "cpu", "float32", None)
+    typer.echo(f"{lm.name}: {type(lm.model).__name__}, {lm.n_layers} layers, d_model {lm.d_model}")
+    width_of = lm.widths(lm.site_names()) if widths else {}
+    for layer in range(lm.n_layers):
+        names = [n for n in lm.site_names() if n.startswith(f"blocks.{layer}.")]
+        shown = [f"{n} [{width_of[n]}]" if widths else n for n in names]
+        typer.echo("  " + "  ".join(shown))
+    if modules:
+        typer.echo("raw module paths (output; add ':input' for the input):")
+        for name, _ in lm.model.named_modules():
+            if name:
+                typer.echo(f"  {name}")
+
+
+@app.command()
+@_friendly
+def harvest(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store folder (created, or completed if interrupted).")],
+    model: ModelOpt = "smollm2-135m",
+    site: Annotated[list[str], typer.Option("--site", "-s", help="Site to store; repeat for several.")] = [DEFAULT_SITE],  # noqa: B006
+    corpus: Annotated[str, typer.Option(help="stdlib, a .txt/.jsonl/.parquet file or folder, or a HF dataset id.")] = "stdlib",
+    text_column: Annotated[str, typer.Option(help="Text column of jsonl/parquet/HF datasets.")] = "text",
+    split: Annotated[str, typer.Option(help="Split of a HF dataset.")] = "train",
+    tokens: Annotated[int, typer.Option(help="Rows (tokens) to store.")] = 1_000_000,
+    context: Annotated[int, typer.Option(help="Tokens per context window.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Context windows per forward pass.")] = 32,
+    store_dtype: Annotated[str, typer.Option(help="dtype of stored activations.")] = "float32",
+    prepend_bos: Annotated[bool, typer.Option(help="Start every window with the BOS token.")] = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    threads: ThreadsOpt = None,
+):
+    """Harvest activations of one or more sites to a sharded on-disk store (resumable)."""
+    from .activations import harvest as run_harvest
+    from .data import text_source
+    from .models import parse_dtype
+
+    lm = _load(model, device, dtype, threads)
+    source = text_source(corpus, text_column=text_column, split=split)
+    store = run_harvest(lm, site, out, corpus=source, n_tokens=tokens, context_length=context,
+                        batch_size=batch_size, dtype=parse_dtype(store_dtype), prepend_bos=prepend_bos)
+    _print_store(store)
+
+
+@app.command()
+@_friendly
+def store(
+    path: Annotated[Path, typer.Argument(help="An activation store folder.")],
+    verify: Annotated[bool, typer.Option(help="Recompute every shard's checksum.")] = False,
+):
+    """Describe an activation store (and verify its checksums)."""
+    from .activations import ActivationStore
+
+    opened = ActivationStore(path)
+    if verify:
+        opened.verify()
+        typer.echo("checksums: all shards match the manifest")
+    _print_store(opened)
+
+
+def _print_store(store) -> None:
+    settings = store.manifest.settings
+    typer.echo(f"store {store.path}: {len(store):,} rows, context {store.context_length}, "
+               f"{len(store.manifest.shards)} shards, dtype {settings.dtype}")
+    for site in store.sites:
+        typer.echo(f"  {site}: width {store.width(site)}")
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("runs/demo"),
+    tokens: Annotated[int, typer.Option(help="Tokens to harvest.")] = 200_000,
+    threads: ThreadsOpt = None,
+):
+    """Run the pipeline offline on the embedded defaults (SmolLM2-135M, the stdlib corpus)."""
+    from .activations import harvest as run_harvest
+
+    lm = _load("smollm2-135m", "cpu", "float32", threads)
+    typer.echo(f"harvesting {tokens:,} tokens of {DEFAULT_SITE} from the Python standard library")
+    store = run_harvest(lm, [DEFAULT_SITE], out / "store", corpus="stdlib", n_tokens=tokens)
+    _print_store(store)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Dictionaries: sparse autoencoders and transcoders over language-model activations.
+
+``make_dictionary("topk", d_in, d_sae, k=32)`` builds one; ``save_dictionary`` and
+``load_dictionary_native`` store it as ``config.json`` + ``weights.safetensors``.
+Architectures: relu, topk, batchtopk, jumprelu, gated, matryoshka.
+"""
+
+from .base import Dictionary, DictionaryOutput, LossOutput, reconstruction_mse
+from .config import FORMAT_VERSION, DictionaryConfig
+from .median import geometric_median
+from .registry import ARCHITECTURES, architecture, dictionary_from_config, make_dictionary, register
+
+# Importing the architecture modules registers them.
+from .relu import ReLUDictionary
+from .topk import SparseCodes, TopKDictionary
+from .batchtopk import BatchTopKDictionary
+from .matryoshka import MatryoshkaDictionary
+from .jumprelu import JumpReLUDictionary
+from .gated import GatedDictionary
+from .io import load_dictionary_native, read_config, save_dictionary
+
+__all__ = [
+    "ARCHITECTURES", "FORMAT_VERSION", "BatchTopKDictionary", "Dictionary", "DictionaryConfig",
+    "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput", "MatryoshkaDictionary",
+    "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture", "dictionary_from_config",
+    "geometric_median", "load_dictionary_native", "make_dictionary", "read_config", "reconstruction_mse",
+    "register", "save_dictionary",
+]

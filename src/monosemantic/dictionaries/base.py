@@ -1,0 +1,302 @@
+"""The interface every dictionary shares, and the parts that do not depend on the architecture.
+
+Parameters use the row-vector layout of SAELens: ``W_enc [D, F]``, ``b_enc [F]``,
+``W_dec [F, D_out]``, ``b_dec [D_out]`` and, for transcoders with a skip connection,
+``W_skip [D_out, D]`` applied as ``x @ W_skip.T``. An architecture supplies its activation
+(``_activate``) and its loss (``_loss``); everything else lives here.
+
+Reconstruction error has one convention everywhere (:func:`reconstruction_mse`): squared error
+summed over the output width, averaged over rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import MonosemanticError
+from .config import DictionaryConfig
+from .median import geometric_median
+from .options import check_bool, check_names
+
+__all__ = ["Dictionary", "DictionaryConfig", "DictionaryOutput", "LossOutput", "reconstruction_mse"]
+
+
+class DictionaryOutput(NamedTuple):
+    """What ``Dictionary.forward`` returns."""
+
+    recon: Tensor  # [N, D_out] reconstruction (the output-site prediction for transcoders)
+    codes: Tensor  # [N, F] latent activations, dense
+    pre_acts: Tensor  # [N, F] encoder pre-activations (the gate's for gated dictionaries)
+
+
+class LossOutput(NamedTuple):
+    """What ``Dictionary.loss`` returns; every term is a 0-dim tensor already weighted as in ``loss``.
+
+    ``loss == mse + sparsity + aux`` for every architecture except matryoshka, whose ``loss``
+    uses the mean of its prefix reconstruction errors in place of ``mse``.
+    """
+
+    loss: Tensor  # the scalar to backpropagate
+    mse: Tensor  # reconstruction_mse(recon, target)
+    sparsity: Tensor  # sparsity penalty (coefficient and warm-up scale included), or 0
+    aux: Tensor  # auxiliary loss (coefficient included), or 0
+    codes: Tensor  # [N, F] latent activations
+    recon: Tensor  # [N, D_out] reconstruction
+
+
+def reconstruction_mse(recon_ND: Tensor, target_ND: Tensor) -> Tensor:
+    """Squared error summed over the width, averaged over rows (computed in float32 at least)."""
+    diff = recon_ND.float() - target_ND.float()
+    return diff.pow(2).sum(-1).mean()
+
+
+# Options every architecture accepts. None means "chosen from the config" (see resolve_options).
+COMMON_OPTIONS: dict[str, Any] = {"apply_b_dec_to_input": None}
+
+
+class Dictionary(nn.Module):
+    """A sparse dictionary: encode activations to sparse codes, decode codes back.
+
+    Subclasses set ``OPTIONS`` (name -> default) and ``REQUIRED``, implement ``_activate`` and
+    ``_loss``, and are registered with :func:`monosemantic.dictionaries.register`.
+    """
+
+    arch: ClassVar[str] = ""
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
+    FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
+    HAS_B_ENC: ClassVar[bool] = True
+
+    def __init__(self, config: DictionaryConfig):
+        super().__init__()
+        if config.arch != self.arch:
+            raise MonosemanticError(
+                f"config arch {config.arch!r} does not match {type(self).__name__} ({self.arch!r}); "
+                "build dictionaries with make_dictionary or dictionary_from_config")
+        self.config = replace(config, options=self.resolve_options(config))
+        D, F, D_out = config.d_in, config.d_sae, config.d_out
+        W_dec_FD = torch.randn(F, D_out)
+        W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec_FD)
+        # Tied initialisation (Conerly et al. 2024; Gao et al. 2024) where the widths allow it.
+        W_enc_DF = W_dec_FD.T.clone() if D == D_out else _unit_columns(D, F)
+        self.W_enc = nn.Parameter(W_enc_DF)
+        if self.HAS_B_ENC:
+            self.b_enc = nn.Parameter(torch.zeros(F))
+        self.b_dec = nn.Parameter(torch.zeros(D_out))
+        if config.skip:
+            # Zero so that a new transcoder starts as a pure dictionary.
+            self.W_skip = nn.Parameter(torch.zeros(D_out, D))
+
+    # ----- options -------------------------------------------------------------------------
+
+    @classmethod
+    def resolve_options(cls, config: DictionaryConfig) -> dict:
+        """The config's options checked, with every default filled in."""
+        known = {**COMMON_OPTIONS, **cls.OPTIONS}
+        check_names(cls.arch, config.options, known, cls.REQUIRED)
+        options = {**known, **config.options}
+        apply = options["apply_b_dec_to_input"]
+        apply = (not config.is_transcoder) if apply is None else check_bool(cls.arch, "apply_b_dec_to_input", apply)
+        if apply and config.d_out != config.d_in:
+            raise MonosemanticError(
+                f"apply_b_dec_to_input needs d_out == d_in (got {config.d_out} and {config.d_in}); "
+                "leave it unset for transcoders")
+        options["apply_b_dec_to_input"] = apply
+        return cls._check_options(options, config)
+
+    @classmethod
+    def _check_options(cls, options: dict, config: DictionaryConfig) -> dict:
+        """Per-architecture validation and computed defaults; returns the final options."""
+        return options
+
+    @property
+    def options(self) -> dict:
+        return self.config.options
+
+    @property
+    def d_in(self) -> int:
+        return self.config.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.config.d_sae
+
+    @property
+    def d_out(self) -> int:
+        return self.config.d_out
+
+    @property
+    def apply_b_dec_to_input(self) -> bool:
+        """Whether inputs are centred by ``b_dec`` before encoding (autoencoders, not transcoders)."""
+        return self.options["apply_b_dec_to_input"]
+
+    @property
+    def unit_norm_decoder(self) -> bool:
+        """Whether training keeps decoder rows at unit norm (False: the decoder is free)."""
+        return True
+
+    # ----- the computation -----------------------------------------------------------------
+
+    def pre_acts(self, x_ND: Tensor) -> Tensor:
+        """Encoder pre-activations ``[N, F]``."""
+        x_ND = self._rows(x_ND, self.d_in, "input")
+        if self.apply_b_dec_to_input:
+            x_ND = x_ND - self.b_dec
+        return x_ND @ self.W_enc + self.b_enc
+
+    def _activate(self, pre_NF: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _encode_parts(self, x_ND: Tensor) -> tuple[Tensor, Tensor]:
+        """(pre_acts, codes); architectures whose codes are not a function of pre_acts override it."""
+        pre_NF = self.pre_acts(x_ND)
+        return pre_NF, self._activate(pre_NF)
+
+    def encode(self, x_ND: Tensor) -> Tensor:
+        """Codes ``[N, F]`` (dense) of inputs ``[N, D]``."""
+        return self._encode_parts(x_ND)[1]
+
+    def decode(self, codes_NF: Tensor, x_ND: Tensor | None = None) -> Tensor:
+        """``codes @ W_dec + b_dec``, plus ``x @ W_skip.T`` when there is a skip connection (pass x)."""
+        codes_NF = self._rows(codes_NF, self.d_sae, "codes")
+        return self._add_skip(codes_NF @ self.W_dec + self.b_dec, x_ND)
+
+    def _add_skip(self, recon_ND: Tensor, x_ND: Tensor | None) -> Tensor:
+        if not self.config.skip:
+            return recon_ND
+        if x_ND is None:
+            raise MonosemanticError("this transcoder has a skip connection, so decode needs the input too; "
+                                    "call decode(codes, x)")
+        return recon_ND + self._rows(x_ND, self.d_in, "input") @ self.W_skip.T
+
+    def forward(self, x_ND: Tensor) -> DictionaryOutput:
+        pre_NF, codes_NF = self._encode_parts(x_ND)
+        return DictionaryOutput(self.decode(codes_NF, x_ND), codes_NF, pre_NF)
+
+    def loss(self, x_ND: Tensor, target_ND: Tensor | None = None, *, sparsity_scale: float = 1.0) -> LossOutput:
+        """Training loss on a batch; ``target`` defaults to the input (autoencoders).
+
+        ``sparsity_scale`` in [0, 1] multiplies the sparsity coefficient (the trainer's warm-up).
+        In training mode this also updates running statistics (dead-latent counters, thresholds).
+        """
+        x_ND = self._rows(x_ND, self.d_in, "input")
+        if target_ND is None:
+            if self.config.is_transcoder:
+                raise MonosemanticError("a transcoder's loss needs the output site's activations; "
+                                        "call loss(x, target)")
+            target_ND = x_ND
+        target_ND = self._rows(target_ND, self.d_out, "target")
+        if target_ND.shape[0] != x_ND.shape[0]:
+            raise MonosemanticError(f"input has {x_ND.shape[0]} rows but target has {target_ND.shape[0]}; "
+                                    "pass rows from the same tokens")
+        scale = float(sparsity_scale)
+        if not 0.0 <= scale <= 1.0:
+            raise MonosemanticError(f"sparsity_scale must be in [0, 1]; got {sparsity_scale!r}")
+        return self._loss(x_ND, target_ND, scale)
+
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+        raise NotImplementedError
+
+    def _rows(self, t: Tensor, width: int, what: str) -> Tensor:
+        if not isinstance(t, Tensor) or t.ndim != 2 or t.shape[1] != width or not t.is_floating_point():
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            kind = f" {t.dtype}" if isinstance(t, Tensor) and not t.is_floating_point() else ""
+            raise MonosemanticError(f"{what} must be a floating [rows, {width}] tensor; got{kind} {got}; "
+                                    f"reshape to (-1, {width})")
+        return t.to(self.W_dec.dtype)
+
+    # ----- training support ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Scale decoder rows to unit norm (a no-op when ``unit_norm_decoder`` is False)."""
+        if self.unit_norm_decoder:
+            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def project_decoder_grad_(self) -> None:
+        """Remove from W_dec's gradient its component along each row, so a step keeps the norms.
+
+        Call between ``backward()`` and ``optimizer.step()``; renormalise after the step anyway,
+        because Adam rescales coordinates and a finite step is not tangent (a no-op when
+        ``unit_norm_decoder`` is False).
+        """
+        grad = self.W_dec.grad
+        if not self.unit_norm_decoder or grad is None:
+            return
+        unit_FD = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        grad -= (grad * unit_FD).sum(dim=1, keepdim=True) * unit_FD
+
+    @torch.no_grad()
+    def init_b_dec_(self, sample_ND: Tensor, method: str = "geometric_median") -> None:
+        """Set b_dec to the geometric median or mean of a sample of the output site's activations."""
+        sample_ND = self._rows(sample_ND, self.d_out, "b_dec sample")
+        if method == "geometric_median":
+            centre = geometric_median(sample_ND)
+        elif method == "mean":
+            centre = sample_ND.float().mean(0)
+        else:
+            raise MonosemanticError(f"init_b_dec_ method {method!r} is unknown; expected geometric_median or mean")
+        self.b_dec.copy_(centre)
+
+    @torch.no_grad()
+    def fold_scale_(self, scale_in: float, scale_out: float | None = None) -> None:
+        """Make a dictionary trained on scaled activations act on raw ones.
+
+        Training saw ``x * scale_in`` and predicted ``target * scale_out`` (``scale_out``
+        defaults to ``scale_in``). Afterwards ``forward(x)`` gives the old ``forward(x * scale_in)``
+        divided by ``scale_out``, for both the reconstruction and the codes: codes shrink by
+        ``1/scale_out`` while decoder rows keep their norms, so a code is the size of its
+        latent's contribution in raw units. Every activation here is positively homogeneous
+        (ReLU, top-k, thresholds), so scaling pre-activations, biases and thresholds by
+        ``1/scale_out`` scales the codes by the same factor.
+        """
+        s_in = _positive("scale_in", scale_in)
+        s_out = s_in if scale_out is None else _positive("scale_out", scale_out)
+        if self.apply_b_dec_to_input and s_in != s_out:
+            raise MonosemanticError("this dictionary centres inputs with b_dec, so input and output scales "
+                                    f"must be equal; got {s_in} and {s_out}")
+        self.W_enc.mul_(s_in / s_out)
+        if self.config.skip:
+            self.W_skip.mul_(s_in / s_out)
+        self.b_dec.div_(s_out)
+        self._scale_codes_(1.0 / s_out)
+
+    def _scale_codes_(self, factor: float) -> None:
+        """Scale biases and thresholds so that codes scale by ``factor`` (pre-acts already do)."""
+        if self.HAS_B_ENC:
+            self.b_enc.mul_(factor)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name in self.FLOAT32_TENSORS:
+            tensor = getattr(self, name)
+            if tensor.dtype != torch.float32:
+                tensor.data = tensor.data.float()
+        return self
+
+    def extra_repr(self) -> str:
+        extras = ", skip" if self.config.skip else ""
+        return f"arch={self.arch!r}, d_in={self.d_in}, d_sae={self.d_sae}, d_out={self.d_out}{extras}"
+
+
+def _unit_columns(d: int, f: int) -> Tensor:
+    W_DF = torch.randn(d, f)
+    return W_DF / W_DF.norm(dim=0, keepdim=True)
+
+
+def _positive(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise MonosemanticError(f"fold_scale_ {name} must be a positive number; got {value!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise MonosemanticError(f"fold_scale_ {name} must be a positive finite number; got {value!r}")
+    return value

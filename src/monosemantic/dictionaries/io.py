@@ -1,0 +1,162 @@
+"""The native on-disk format: a folder with ``config.json`` and ``weights.safetensors``.
+
+Every parameter and buffer is stored under its module name (floating tensors as float32,
+integer buffers as they are). A save is written to a hidden sibling folder and renamed into
+place, so a reader sees the old folder or the complete new one, never a half-written save.
+No pickle anywhere: JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import MonosemanticError
+from .base import Dictionary
+from .config import FORMAT_VERSION, DictionaryConfig
+from .registry import dictionary_from_config
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.safetensors"
+_SAVE_FILES = {CONFIG_NAME, WEIGHTS_NAME}
+
+
+def _tensors_to_save(dictionary: Dictionary) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, tensor in dictionary.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        tensors[name] = (tensor.float() if tensor.is_floating_point() else tensor).contiguous().clone()
+    return tensors
+
+
+def save_dictionary(dictionary: Dictionary, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Save to ``folder`` atomically; returns its path.
+
+    An existing save of identical content is left as it is; a different one is replaced only
+    with ``overwrite=True``. A folder holding anything other than a save is never replaced.
+    """
+    folder = Path(folder)
+    config_dict = dictionary.config.to_dict()
+    tensors = _tensors_to_save(dictionary)
+    if folder.exists():
+        if _same_save(folder, config_dict, tensors):
+            return folder
+        _check_replaceable(folder, overwrite)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(folder, "saving")
+    staging.mkdir()
+    try:
+        save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+        _write_json(staging / CONFIG_NAME, config_dict)
+        _fsync_path(staging / WEIGHTS_NAME)
+        _swap_into_place(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _check_replaceable(folder: Path, overwrite: bool) -> None:
+    if not folder.is_dir():
+        raise MonosemanticError(f"{folder} exists and is not a folder; choose another place to save the dictionary")
+    contents = {p.name for p in folder.iterdir()}
+    if not contents:
+        return
+    if not contents <= _SAVE_FILES:
+        raise MonosemanticError(
+            f"{folder} holds files other than a dictionary save ({', '.join(sorted(contents - _SAVE_FILES))}); "
+            "choose an empty or new folder")
+    if not overwrite:
+        raise MonosemanticError(
+            f"{folder} already holds a different dictionary; pass overwrite=True to replace it or choose another folder")
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    # The old save is moved aside (not deleted) before the new one takes its name, so a crash
+    # in between leaves both complete on disk.
+    retired = _sibling(folder, "old")
+    os.rename(folder, retired)
+    os.rename(staging, folder)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _sibling(folder: Path, kind: str) -> Path:
+    # Hidden, unique, and in the same parent so that renames stay within one filesystem;
+    # made with mkdir (not mkdtemp) so the final folder gets the usual umask permissions.
+    return folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:12]}.{kind}")
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _same_save(folder: Path, config_dict: dict, tensors: dict[str, torch.Tensor]) -> bool:
+    try:
+        stored_config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        stored = load_file(folder / WEIGHTS_NAME)
+    except (OSError, ValueError, SafetensorError):
+        return False
+    return stored_config == config_dict and stored.keys() == tensors.keys() and all(
+        stored[name].dtype == t.dtype and torch.equal(stored[name], t) for name, t in tensors.items())
+
+
+def read_config(folder: str | os.PathLike) -> DictionaryConfig:
+    """The config of a saved dictionary, without loading its weights."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise MonosemanticError(f"{folder} is not a saved dictionary (no {CONFIG_NAME}); "
+                                "pass the folder given to save_dictionary")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MonosemanticError(f"{path} is not readable JSON ({err}); the save is damaged") from None
+    return DictionaryConfig.from_dict(data, where=str(path))
+
+
+def load_dictionary_native(folder: str | os.PathLike, device="cpu") -> Dictionary:
+    """Load a folder written by :func:`save_dictionary`; the dictionary is returned in eval mode."""
+    config = read_config(folder)
+    path = Path(folder) / WEIGHTS_NAME
+    try:
+        tensors = load_file(path, device="cpu")
+    except (OSError, SafetensorError) as err:
+        raise MonosemanticError(f"cannot read {path} ({err}); the save is missing or damaged") from None
+    dictionary = dictionary_from_config(config)
+    _check_tensors(path, tensors, dictionary.state_dict())
+    dictionary.load_state_dict(tensors)
+    return dictionary.to(device).eval()
+
+
+def _check_tensors(path: Path, found: dict, expected: dict) -> None:
+    missing = sorted(expected.keys() - found.keys())
+    extra = sorted(found.keys() - expected.keys())
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else [])
+        raise MonosemanticError(
+            f"{path} does not match its config: {'; '.join(parts)} (expected {', '.join(sorted(expected))}); "
+            "the save is damaged or from another program")
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape:
+            raise MonosemanticError(
+                f"{path}: tensor {name} has shape {tuple(found[name].shape)}, expected {tuple(tensor.shape)} "
+                "from config.json; the weights and config do not belong together")

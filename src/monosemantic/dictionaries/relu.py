@@ -1,0 +1,53 @@
+"""ReLU dictionaries with an L1 penalty (Cunningham et al. 2023; Bricken et al. 2023).
+
+With ``weight_l1_by_decoder_norm`` the penalty is ``sum_f codes_f * ||W_dec_f||`` and the
+decoder is left unconstrained (Anthropic's April 2024 update), so that the penalty cannot be
+dodged by shrinking codes and growing decoder rows; otherwise rows are kept at unit norm and
+the penalty is the plain L1 norm of the codes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Dictionary, LossOutput, reconstruction_mse
+from .options import check_bool, check_float
+from .registry import register
+
+# Defaults for inputs normalised so that E||x||^2 = d_in; the weighted default is Anthropic's.
+L1_COEFF_WEIGHTED = 5.0
+L1_COEFF_PLAIN = 1e-3
+
+
+@register("relu")
+class ReLUDictionary(Dictionary):
+    OPTIONS = {"l1_coeff": None, "weight_l1_by_decoder_norm": False}
+
+    @classmethod
+    def _check_options(cls, options, config):
+        weighted = check_bool(cls.arch, "weight_l1_by_decoder_norm", options["weight_l1_by_decoder_norm"])
+        if options["l1_coeff"] is None:
+            options["l1_coeff"] = L1_COEFF_WEIGHTED if weighted else L1_COEFF_PLAIN
+        options["l1_coeff"] = check_float(cls.arch, "l1_coeff", options["l1_coeff"])
+        return options
+
+    @property
+    def unit_norm_decoder(self) -> bool:
+        return not self.options["weight_l1_by_decoder_norm"]
+
+    def _activate(self, pre_NF: Tensor) -> Tensor:
+        return torch.relu(pre_NF)
+
+    def l1_penalty(self, codes_NF: Tensor) -> Tensor:
+        """The unweighted penalty: summed over latents, averaged over rows."""
+        if self.options["weight_l1_by_decoder_norm"]:
+            codes_NF = codes_NF * self.W_dec.norm(dim=1)
+        return codes_NF.abs().float().sum(-1).mean()
+
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+        recon_ND, codes_NF, _ = self(x_ND)
+        mse = reconstruction_mse(recon_ND, target_ND)
+        sparsity = self.options["l1_coeff"] * sparsity_scale * self.l1_penalty(codes_NF)
+        aux = mse.new_zeros(())
+        return LossOutput(mse + sparsity, mse, sparsity, aux, codes_NF, recon_ND)

@@ -1,0 +1,57 @@
+"""Top-k dictionaries (Gao et al. 2024): each row keeps its k largest ReLU pre-activations.
+
+Sparsity is enforced by construction, so there is no sparsity penalty; the AuxK term revives
+dead latents. Training goes through the sparse path: the decoder is an ``embedding_bag`` over
+the k selected rows of ``W_dec``, so decoding and its backward touch only those latents.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .auxk import AuxKDictionary
+from .base import LossOutput, reconstruction_mse
+from .registry import register
+
+
+class SparseCodes(NamedTuple):
+    """Codes as the k selected latents per row."""
+
+    values: Tensor  # [N, K] activations (>= 0), largest first
+    indices: Tensor  # [N, K] int64 latent indices
+
+
+@register("topk")
+class TopKDictionary(AuxKDictionary):
+    def _select(self, pre_NF: Tensor) -> SparseCodes:
+        values_NK, indices_NK = pre_NF.topk(self.options["k"], dim=-1)
+        return SparseCodes(torch.relu(values_NK), indices_NK)
+
+    def _activate(self, pre_NF: Tensor) -> Tensor:
+        values_NK, indices_NK = self._select(pre_NF)
+        return torch.zeros_like(pre_NF).scatter(-1, indices_NK, values_NK)
+
+    def encode_sparse(self, x_ND: Tensor) -> SparseCodes:
+        """The k active latents of each row, without materialising dense codes."""
+        return self._select(self.pre_acts(x_ND))
+
+    def decode_sparse(self, values_NK: Tensor, indices_NK: Tensor, x_ND: Tensor | None = None) -> Tensor:
+        """``decode`` of sparse codes: sums the selected decoder rows, weighted by their values."""
+        recon_ND = F.embedding_bag(indices_NK, self.W_dec, per_sample_weights=values_NK.to(self.W_dec.dtype),
+                                   mode="sum")
+        return self._add_skip(recon_ND + self.b_dec, x_ND)
+
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+        pre_NF = self.pre_acts(x_ND)
+        values_NK, indices_NK = self._select(pre_NF)
+        recon_ND = self.decode_sparse(values_NK, indices_NK, x_ND)
+        codes_NF = torch.zeros_like(pre_NF).scatter(-1, indices_NK, values_NK)
+        if self.training:
+            self._record_firing_(codes_NF)
+        mse = reconstruction_mse(recon_ND, target_ND)
+        aux = self._aux_term(pre_NF, target_ND - recon_ND)
+        return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, codes_NF, recon_ND)

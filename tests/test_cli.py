@@ -1,0 +1,43 @@
+"""The command line, run in-process through typer's runner on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from monosemantic.activations import ActivationStore
+from monosemantic.cli import app
+
+runner = CliRunner()
+
+
+def test_sites_lists_block_sites_with_widths(tiny_model_dir):
+    result = runner.invoke(app, ["sites", str(tiny_model_dir("gpt_neox"))])
+    assert result.exit_code == 0, result.output
+    assert "GPTNeoXForCausalLM, 4 layers, d_model 64" in result.output
+    assert "blocks.3.mlp_hidden [128]" in result.output and "blocks.0.resid_pre [64]" in result.output
+
+
+def test_harvest_then_describe_and_verify(tiny_model_dir, tmp_path):
+    out = tmp_path / "store"
+    args = ["harvest", "--model", str(tiny_model_dir("llama")), "--site", "blocks.1.resid_post",
+            "--site", "blocks.2.mlp_hidden", "--tokens", "3000", "--context", "64", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = ActivationStore(out)
+    assert len(store) == 3000 and store.width("blocks.2.mlp_hidden") == 128
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    result = runner.invoke(app, ["store", str(out), "--verify"])
+    assert result.exit_code == 0, result.output
+    assert "3,000 rows" in result.output and "checksums: all shards match" in result.output
+
+
+def test_bad_input_is_one_line_and_exit_2(tiny_model_dir, tmp_path):
+    result = runner.invoke(app, ["harvest", "--model", str(tiny_model_dir("llama")), "--site", "blocks.7.resid_post",
+                                 "--tokens", "100", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: layer 7 in site 'blocks.7.resid_post' is out of range")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
