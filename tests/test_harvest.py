@@ -226,3 +226,19 @@ def test_a_failed_shard_write_surfaces_in_the_harvesting_thread(tmp_path):
     writer.submit(ShardJob(plan, plan.mask([], skip_first=True), lambda: {"blocks.0.resid_post": torch.zeros(3, 2)}))
     with pytest.raises(FileNotFoundError):
         writer.close()
+
+
+@pytest.mark.slow
+def test_smollm2_rows_equal_a_plain_transformers_forward(smollm2, smol_tokenizer_dir, tmp_path):
+    """The real embedded model, default corpus: layer-6 residual and layer-3 MLP output rows."""
+    modules = {"blocks.6.resid_post": "model.layers.6", "blocks.3.mlp_out": "model.layers.3.mlp"}
+    store = harvest(smollm2, list(modules), tmp_path / "store", corpus="stdlib", n_tokens=1500,
+                    context_length=128, batch_size=4, progress=False)
+    windows_WS = torch.cat([store.read_shard(i)["window_tokens"] for i in range(store.num_shards)])
+    _, position, window = store.tokens()
+    expected = _plain_forward(str(smol_tokenizer_dir), modules, windows_WS)
+    for site in modules:
+        torch.testing.assert_close(store.rows(site), expected[site][window, position.long()], rtol=1e-4, atol=1e-4)
+    # Position 0 is never stored, and no row is a special token.
+    assert int(position.min()) == 1
+    assert not torch.isin(store.tokens()[0], torch.tensor(smollm2.tokenizer.all_special_ids)).any()
