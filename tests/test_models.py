@@ -124,3 +124,14 @@ def test_embedded_model_cache_matches_the_gguf_weights(smollm2, smol_tokenizer_d
         torch.testing.assert_close(smollm2.model(ids).logits, direct(ids).logits, rtol=0, atol=0)
     assert smollm2.describe()["n_layers"] == 30 and smollm2.d_model == 576
     assert smollm2.site("blocks.6.mlp_hidden").module == "model.layers.6.mlp.down_proj"
+
+
+def test_device_names_resolve_per_torchrun_rank(monkeypatch):
+    from monosemantic.models.loading import resolve_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("cuda") == torch.device("cuda", 3)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cpu") == torch.device("cpu")

@@ -39,7 +39,7 @@ def _quiet_transformers() -> None:
 
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or smollm2-135m.")]
-DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, ...")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, auto (under torchrun cuda = cuda:LOCAL_RANK).")]
 DtypeOpt = Annotated[str, typer.Option(help="Model dtype (float32 is fastest on CPU).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -118,6 +119,16 @@ class LanguageModel:
                 "dtype": str(self.dtype).removeprefix("torch.")}
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present; plain ``cuda`` under torchrun means this rank's own GPU."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
 def _resolve_spec(spec: str) -> tuple[str, str]:
     """Map a user's model spec to (what transformers loads, a description of the source)."""
     if spec in EMBEDDED_MODELS:
@@ -143,6 +154,7 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
     """Load a causal LM by hub id, local folder, ``.gguf`` file, or embedded name (``smollm2-135m``).
 
     Defaults to float32 on CPU: bfloat16 matmuls are far slower than float32 on most CPUs.
+    ``device`` may be ``"auto"``; under torchrun, ``"cuda"`` means ``cuda:LOCAL_RANK``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -158,5 +170,5 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
             f"could not load model '{spec}' ({first}); expected a Hugging Face hub id reachable online "
             f"or in the local cache, a local folder, a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}"
         ) from e
-    model.to(device).eval()
+    model.to(resolve_device(device)).eval()
     return LanguageModel(model=model, tokenizer=tokenizer, name=spec, source=source)
