@@ -53,6 +53,7 @@ class AuxKDictionary(Dictionary):
         if not self.training or self.options["aux_coeff"] == 0:
             return zero
         dead_F = self.dead_latents()
+        # One host sync per step; it skips the top-k entirely while no latent is dead (the usual case).
         n_dead = int(dead_F.sum())
         if n_dead == 0:
             return zero

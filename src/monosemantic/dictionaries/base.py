@@ -7,6 +7,12 @@ Parameters use the row-vector layout of SAELens: ``W_enc [D, F]``, ``b_enc [F]``
 
 Reconstruction error has one convention everywhere (:func:`reconstruction_mse`): squared error
 summed over the output width, averaged over rows.
+
+A training step, for every architecture::
+
+    out = dictionary.loss(x_ND, target_ND, sparsity_scale=warmup)   # target None for SAEs
+    optimizer.zero_grad(); out.loss.backward()
+    dictionary.project_decoder_grad_(); optimizer.step(); dictionary.normalize_decoder_()
 """
 
 from __future__ import annotations

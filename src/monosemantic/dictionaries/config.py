@@ -68,6 +68,12 @@ class DictionaryConfig:
     def from_dict(cls, data: dict, where: str = "dictionary config") -> "DictionaryConfig":
         if not isinstance(data, dict):
             raise MonosemanticError(f"{where} must be a JSON object; got {type(data).__name__}")
+        # Checked first: a newer format may well have fields this version does not know.
+        version = data.get("format_version", FORMAT_VERSION)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise MonosemanticError(
+                f"{where} has format_version {version}, this monosemantic reads up to {FORMAT_VERSION}; "
+                "upgrade monosemantic")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -77,11 +83,6 @@ class DictionaryConfig:
         missing = [n for n in ("arch", "d_in", "d_sae") if n not in data]
         if missing:
             raise MonosemanticError(f"{where} lacks field(s) {', '.join(missing)}; the file is incomplete")
-        version = data.get("format_version", FORMAT_VERSION)
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            raise MonosemanticError(
-                f"{where} has format_version {version}, this monosemantic reads up to {FORMAT_VERSION}; "
-                "upgrade monosemantic")
         return cls(**data)
 
 

@@ -46,7 +46,8 @@ def save_dictionary(dictionary: Dictionary, folder: str | os.PathLike, *, overwr
     config_dict = dictionary.config.to_dict()
     tensors = _tensors_to_save(dictionary)
     if folder.exists():
-        if _same_save(folder, config_dict, tensors):
+        # With overwrite the old content does not matter, so it is not read (checkpoint loops).
+        if not overwrite and _same_save(folder, config_dict, tensors):
             return folder
         _check_replaceable(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,8 @@ def _check_replaceable(folder: Path, overwrite: bool) -> None:
             "choose an empty or new folder")
     if not overwrite:
         raise MonosemanticError(
-            f"{folder} already holds a different dictionary; pass overwrite=True to replace it or choose another folder")
+            f"{folder} already holds a different dictionary; pass overwrite=True to replace it "
+            "or choose another folder")
 
 
 def _swap_into_place(staging: Path, folder: Path) -> None:
@@ -111,11 +113,12 @@ def _fsync_path(path: Path) -> None:
 
 def _same_save(folder: Path, config_dict: dict, tensors: dict[str, torch.Tensor]) -> bool:
     try:
-        stored_config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        if json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")) != config_dict:
+            return False  # decided without reading the (large) weights
         stored = load_file(folder / WEIGHTS_NAME)
     except (OSError, ValueError, SafetensorError):
         return False
-    return stored_config == config_dict and stored.keys() == tensors.keys() and all(
+    return stored.keys() == tensors.keys() and all(
         stored[name].dtype == t.dtype and torch.equal(stored[name], t) for name, t in tensors.items())
 
 

@@ -48,7 +48,7 @@ class MatryoshkaDictionary(BatchTopKDictionary):
         mses, start = [], 0
         for size in self.options["group_sizes"]:
             stop = start + size
-            # Each prefix's reconstruction extends the previous one by its group's contribution.
+            # Cumulative: each group is decoded once, not once per prefix containing it.
             recon_ND = recon_ND + codes_NF[:, start:stop] @ self.W_dec[start:stop]
             mses.append(reconstruction_mse(recon_ND, target_ND))
             start = stop
