@@ -135,3 +135,25 @@ def test_device_names_resolve_per_torchrun_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert resolve_device("cuda") == torch.device("cuda", 3)
     assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cpu") == torch.device("cpu")
+
+
+def test_splice_replaces_a_site_and_later_layers_see_it(tiny_model_dir):
+    """Splicing resid_post(1) with itself changes nothing; zeroing mlp_out(1) equals resid_pre + attn_out."""
+    from monosemantic.models import splice
+
+    lm = load_model(str(tiny_model_dir("llama")))
+    ids = _ids()
+    clean = lm.capture(ids, ["blocks.1.resid_post", "blocks.3.resid_post", "blocks.1.resid_pre", "blocks.1.attn_out"])
+    with splice(lm, "blocks.1.resid_post", lambda a: a.clone()):
+        same = lm.capture(ids, ["blocks.3.resid_post"])
+    torch.testing.assert_close(same["blocks.3.resid_post"], clean["blocks.3.resid_post"], rtol=0, atol=0)
+    with splice(lm, "blocks.1.mlp_out", torch.zeros_like):
+        ablated = lm.capture(ids, ["blocks.1.resid_post", "blocks.3.resid_post"])
+    torch.testing.assert_close(ablated["blocks.1.resid_post"],
+                               clean["blocks.1.resid_pre"] + clean["blocks.1.attn_out"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ablated["blocks.3.resid_post"], clean["blocks.3.resid_post"])
+    with splice(lm, "blocks.2.mlp_hidden", lambda a: a * 0):  # an input site
+        hidden_zeroed = lm.capture(ids, ["blocks.2.mlp_out"])["blocks.2.mlp_out"]
+    torch.testing.assert_close(hidden_zeroed, torch.zeros_like(hidden_zeroed))
+    after = lm.capture(ids, ["blocks.3.resid_post"])  # hooks are gone
+    torch.testing.assert_close(after["blocks.3.resid_post"], clean["blocks.3.resid_post"], rtol=0, atol=0)
