@@ -27,6 +27,10 @@ def register(name: str):
 
 def architecture(name: str) -> type[Dictionary]:
     """The class registered as ``name``; MonosemanticError listing the known names otherwise."""
+    if name not in ARCHITECTURES:
+        # Baselines (identity, pca, ica, ...) register themselves on import; a saved one must
+        # load without the caller importing that package first.
+        import monosemantic.baselines  # noqa: F401
     try:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):

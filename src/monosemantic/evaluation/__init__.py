@@ -1,0 +1,26 @@
+"""Evaluating dictionaries: reconstruction, downstream loss, and comparisons between dictionaries.
+
+- :func:`evaluate_reconstruction`: MSE, FVU, cosine, L0/L1, shrinkage, dead/dense latents and
+  the log10 density histogram on held-out rows (a tensor, pairs, or a store's batches via
+  :func:`store_rows`), streamed.
+- :func:`evaluate_splice`: next-token cross-entropy with the dictionary spliced into its site,
+  against clean, zero- and mean-ablated runs (loss recovered, delta loss, KL).
+- :func:`mmcs` and :func:`stitch`: decoder-direction comparisons.
+
+Every result is a frozen dataclass holding the config that produced it, with ``to_dict()``
+giving strict JSON. Importing this package also registers the baselines
+(:mod:`monosemantic.baselines`), so saved baselines load and every evaluation can be run on them.
+"""
+
+from .. import baselines  # noqa: F401  (registers the baseline architectures)
+from .compare import MMCSResult, StitchResult, decoder_directions, max_cosines, mmcs, stitch
+from .density import DensityResult, density_summary
+from .metrics import ReconstructionConfig, ReconstructionResult, evaluate_reconstruction
+from .rows import activation_batches, store_rows
+from .splice import SpliceConfig, SpliceResult, evaluate_splice, scored_positions, site_mean, splice_sites
+from .windows import corpus_windows, store_windows
+
+__all__ = ["DensityResult", "MMCSResult", "ReconstructionConfig", "ReconstructionResult", "SpliceConfig",
+           "SpliceResult", "StitchResult", "activation_batches", "corpus_windows", "decoder_directions",
+           "density_summary", "evaluate_reconstruction", "evaluate_splice", "max_cosines", "mmcs",
+           "scored_positions", "site_mean", "splice_sites", "stitch", "store_rows", "store_windows"]
