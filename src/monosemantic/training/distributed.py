@@ -1,0 +1,133 @@
+"""Data-parallel training under torchrun: every rank sees the same global batches, keeps a slice.
+
+Rank r trains on rows ``[r * N / world, (r + 1) * N / world)`` of each global batch.
+Gradients are averaged across ranks before the optimizer step, so every rank takes the same
+step as a single process on the whole batch (all losses here are means over rows), and
+firing counts are combined, so dead-latent decisions agree too. Only rank 0 writes files.
+
+A single process (no ``WORLD_SIZE`` > 1) gets :class:`SingleProcess`, which does nothing and
+never imports ``torch.distributed``. Backend: nccl on CUDA, gloo on CPU.
+
+Not exact under data parallelism: BatchTopK selects the top ``k * rows`` over each rank's
+slice rather than the global batch (its threshold is averaged across ranks), and the AuxK
+dead mask of a step sees the other ranks' firings only from the next step on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import MonosemanticError
+from .layout import Batch
+
+
+class SingleProcess:
+    rank, world, is_main = 0, 1, True
+
+    def shard(self, batch: Batch) -> Batch:
+        return batch
+
+    def average_grads_(self, module: nn.Module) -> None:
+        pass
+
+    def any_(self, mask: Tensor) -> Tensor:
+        return mask
+
+    def sum_(self, values: Tensor) -> Tensor:
+        return values
+
+    def gather_rows(self, rows: Tensor) -> Tensor:
+        return rows
+
+    def broadcast_(self, module: nn.Module) -> None:
+        pass
+
+    def average_buffers_(self, module: nn.Module) -> None:
+        pass
+
+    def barrier(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class DataParallel(SingleProcess):
+    """This process's part of a torchrun job."""
+
+    def __init__(self, device: torch.device):
+        import torch.distributed as dist
+
+        self.dist = dist
+        self._created = not dist.is_initialized()
+        if self._created:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.is_main = self.rank == 0
+
+    def shard(self, batch: Batch) -> Batch:
+        rows = batch.x.shape[0]
+        if rows % self.world:
+            raise MonosemanticError(f"batch_size {rows} does not divide among {self.world} processes; "
+                                    f"use a multiple of {self.world}")
+        part = rows // self.world
+        keep = slice(self.rank * part, (self.rank + 1) * part)
+        return Batch(batch.x[keep], None if batch.target is None else batch.target[keep])
+
+    def average_grads_(self, module: nn.Module) -> None:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        # One collective per dictionary rather than one per parameter.
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def any_(self, mask: Tensor) -> Tensor:
+        flags = mask.to(torch.int32)
+        self.dist.all_reduce(flags, op=self.dist.ReduceOp.MAX)
+        return flags.bool()
+
+    def sum_(self, values: Tensor) -> Tensor:
+        values = values.clone()
+        self.dist.all_reduce(values)
+        return values
+
+    def gather_rows(self, rows: Tensor) -> Tensor:
+        parts = [torch.empty_like(rows) for _ in range(self.world)]
+        self.dist.all_gather(parts, rows.contiguous())
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def broadcast_(self, module: nn.Module) -> None:
+        for tensor in module.state_dict().values():
+            self.dist.broadcast(tensor, src=0)
+
+    @torch.no_grad()
+    def average_buffers_(self, module: nn.Module) -> None:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                self.dist.all_reduce(buffer)
+                buffer /= self.world
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+    def close(self) -> None:
+        if self._created:
+            self.dist.destroy_process_group()
+            self._created = False
+
+
+def join_replicas(device: torch.device) -> SingleProcess:
+    """This process's place in a torchrun job, or :class:`SingleProcess` outside one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return SingleProcess()
+    return DataParallel(device)

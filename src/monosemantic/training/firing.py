@@ -1,0 +1,45 @@
+"""How long since each latent fired, counted in training rows: the basis of "dead" latents.
+
+Dictionaries of the top-k family keep this count themselves (``tokens_since_fired``, which
+their AuxK loss reads); for the others the trainer keeps an identical counter. Either way the
+trainer reads one ``counts_F`` tensor, and under data parallelism makes it global: a latent
+that fired on any rank's rows has fired.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..dictionaries import Dictionary
+
+
+class Firing:
+    """The rows-since-fired counter of one dictionary."""
+
+    def __init__(self, dictionary: Dictionary, device: torch.device):
+        own = getattr(dictionary, "tokens_since_fired", None)
+        # Owned here when the dictionary has no counter of its own; then it goes in checkpoints.
+        self.owned = not isinstance(own, Tensor)
+        self.counts_F = torch.zeros(dictionary.d_sae, dtype=torch.int64, device=device) if self.owned else own
+
+    @torch.no_grad()
+    def update_(self, codes_NF: Tensor, replicas) -> None:
+        """Count this step's rows (this rank's ``codes``; ``replicas`` makes it global)."""
+        if not self.owned and replicas.world == 1:
+            return  # the dictionary's own count is already right
+        local_rows = codes_NF.shape[0]
+        fired_F = replicas.any_((codes_NF.reshape(-1, self.counts_F.shape[0]) > 0).any(dim=0))
+        global_rows = local_rows * replicas.world
+        # A dictionary with its own counter has counted its local rows already: where it saw no
+        # firing, its count is the old one plus local_rows, so swap those for the global rows.
+        since_F = self.counts_F + (global_rows if self.owned else global_rows - local_rows)
+        self.counts_F.copy_(torch.where(fired_F, torch.zeros_like(since_F), since_F))
+
+    def dead(self, window: int) -> Tensor:
+        """Boolean ``[F]``: latents that have not fired for ``window`` rows."""
+        return self.counts_F >= window
+
+    @torch.no_grad()
+    def reset_(self, latents_F: Tensor) -> None:
+        self.counts_F[latents_F] = 0

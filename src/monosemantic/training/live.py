@@ -1,0 +1,109 @@
+"""Training rows computed on the fly by a language model: no activation store on disk.
+
+Token windows are grouped into *chunks* of just enough windows to hold ``buffer_batches``
+batches of storable rows. A chunk's rows are shuffled together (seeded by seed and chunk
+number) and cut into ``buffer_batches`` batches; the few rows beyond that are dropped. Chunks
+are made from the tokens alone, so starting at step n tokenises the skipped chunks but runs
+the model only from the chunk holding step n on. At the end of the corpus a new epoch starts
+over it (its partial last chunk is dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ..data import storable_mask, text_source, token_windows
+from ..errors import MonosemanticError
+from .layout import Batch, Layout
+from .seeds import generator
+
+
+class LiveSource:
+    """Rows of ``site_in`` (and ``site_out`` for transcoders, or ``sites`` for crosscoders) of ``lm``."""
+
+    def __init__(self, lm, site_in: str | None = None, site_out: str | None = None, *,
+                 sites: Sequence[str] | None = None, corpus="stdlib", context_length: int = 128,
+                 buffer_batches: int = 4, model_batch_size: int = 16, prepend_bos: bool = False,
+                 exclude_special: bool = True, skip_first: bool = True):
+        if sites is not None and (site_in is not None or site_out is not None):
+            raise MonosemanticError("pass either site_in (and site_out) or sites=[...] for a crosscoder, not both")
+        if sites is None and site_in is None:
+            raise MonosemanticError("LiveSource needs site_in (e.g. 'blocks.6.resid_post') or sites=[...]")
+        for name, value in (("buffer_batches", buffer_batches), ("model_batch_size", model_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MonosemanticError(f"LiveSource {name}={value!r} is invalid; expected an integer >= 1")
+        lm.check_context(context_length)
+        self.lm, self.corpus = lm, text_source(corpus)
+        self.crosscoder = sites is not None
+        wanted = list(sites) if sites is not None else [site_in] + ([site_out] if site_out not in (None, site_in)
+                                                                    else [])
+        self.sites = lm.resolve_sites(wanted)
+        self.context_length, self.buffer_batches, self.model_batch_size = context_length, buffer_batches, model_batch_size
+        self.prepend_bos, self.skip_first = prepend_bos, skip_first
+        self.special_ids = sorted(set(lm.tokenizer.all_special_ids)) if exclude_special else []
+        self.layout = self._layout()
+
+    def _layout(self) -> Layout:
+        widths = [self.lm.width(s) for s in self.sites]
+        what = f"model {self.lm.name} site {self.sites[0]!r}"
+        if self.crosscoder:
+            if len(self.sites) < 2 or len(set(widths)) != 1:
+                raise MonosemanticError(f"crosscoder sites {self.sites} (widths {widths}) are invalid; expected two "
+                                        "or more sites of one width")
+            return Layout((len(self.sites), widths[0]), None, f"model {self.lm.name} sites {self.sites}")
+        return Layout((widths[0],), widths[1] if len(self.sites) == 2 else None, what)
+
+    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
+        first_chunk, index = divmod(start_step, self.buffer_batches)
+        chunk_number = 0
+        while True:
+            produced = False
+            for windows_WS, mask_WS in self._chunks(batch_size):
+                produced = True
+                if chunk_number >= first_chunk:
+                    rows = self._rows(windows_WS, mask_WS, batch_size, generator(seed, "live-chunk", chunk_number))
+                    for b in range(index, self.buffer_batches):
+                        yield self._batch({s: t[b * batch_size:(b + 1) * batch_size] for s, t in rows.items()})
+                    index = 0
+                chunk_number += 1
+            if not produced:
+                raise MonosemanticError(f"corpus {self.corpus!r} holds fewer storable tokens than one chunk of "
+                                        f"{self.buffer_batches} x {batch_size} rows; use a bigger corpus or smaller "
+                                        "batches")
+
+    def _chunks(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(windows [W, S], storable mask [W, S]) of each chunk of one pass over the corpus."""
+        need = self.buffer_batches * batch_size
+        windows, masks, rows = [], [], 0
+        for window_S in token_windows(self.corpus, self.lm.tokenizer, self.context_length,
+                                      prepend_bos=self.prepend_bos):
+            mask_S = storable_mask(window_S[None], self.special_ids, skip_first=self.skip_first)[0]
+            windows.append(window_S)
+            masks.append(mask_S)
+            rows += int(mask_S.sum())
+            if rows >= need:
+                yield torch.stack(windows), torch.stack(masks)
+                windows, masks, rows = [], [], 0
+
+    # no_grad, not inference_mode: inference tensors could not be saved for the dictionary's backward.
+    @torch.no_grad()
+    def _rows(self, windows_WS: Tensor, mask_WS: Tensor, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
+        """The chunk's storable rows per site, shuffled, cut to whole batches (on the model's device)."""
+        parts: dict[str, list[Tensor]] = {s: [] for s in self.sites}
+        for w0 in range(0, windows_WS.shape[0], self.model_batch_size):
+            mask_BS = mask_WS[w0:w0 + self.model_batch_size]
+            acts = self.lm.capture(windows_WS[w0:w0 + self.model_batch_size], self.sites)
+            flat_rows = mask_BS.flatten().nonzero().squeeze(1).to(self.lm.device)
+            for s in self.sites:
+                parts[s].append(acts[s].flatten(0, 1).index_select(0, flat_rows).float())
+        n_rows = int(mask_WS.sum())
+        keep = torch.randperm(n_rows, generator=gen)[:self.buffer_batches * batch_size].to(self.lm.device)
+        return {s: torch.cat(p).index_select(0, keep) for s, p in parts.items()}
+
+    def _batch(self, rows: dict[str, Tensor]) -> Batch:
+        if self.crosscoder:
+            return Batch(torch.stack([rows[s] for s in self.sites], dim=1), None)
+        return Batch(rows[self.sites[0]], rows[self.sites[1]] if len(self.sites) == 2 else None)

@@ -1,0 +1,138 @@
+"""Where training rows come from: sources that can start at any step, for exact resume.
+
+A source is anything with a ``layout`` (:class:`~.layout.Layout`) and
+``batches(batch_size, *, seed, start_step=0)`` yielding :class:`~.layout.Batch` es forever
+(epoch after epoch). The batch at step n depends only on (seed, batch_size, n), so a run
+resumed at step n sees exactly the batches the uninterrupted run saw. The trainer supplies
+batch size and seed from its config: a source describes data, not a run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from ..activations import ActivationStore
+from ..errors import MonosemanticError
+from .layout import Batch, Layout
+from .seeds import derive_seed, generator
+
+
+class BatchSource(Protocol):
+    layout: Layout
+
+    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
+        """Batches from ``start_step`` on, endlessly; the same ones for the same arguments."""
+        ...
+
+
+class TensorSource:
+    """Rows held in memory: ``x`` ``[N, D]`` (or ``[N, S, D]``) and an optional ``target`` ``[N, D_out]``.
+
+    Each epoch is a fresh permutation seeded by (seed, epoch); the last ``N % batch_size`` rows
+    of a permutation are left out so that every batch is full. Starting at step n costs nothing.
+    """
+
+    def __init__(self, x: Tensor, target: Tensor | None = None):
+        if not isinstance(x, Tensor) or x.ndim not in (2, 3) or not x.is_floating_point():
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise MonosemanticError(f"TensorSource x must be a floating [rows, D] or [rows, sites, D] tensor; "
+                                    f"got {got}")
+        if target is not None:
+            if not isinstance(target, Tensor) or target.ndim != 2 or target.shape[0] != x.shape[0]:
+                got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+                raise MonosemanticError(f"TensorSource target must be a [rows, D_out] tensor with the {x.shape[0]} "
+                                        f"rows of x; got {got}")
+            if x.ndim != 2:
+                raise MonosemanticError("TensorSource takes a target only with 2-D inputs (transcoders); "
+                                        "crosscoders reconstruct their input")
+        self.x, self.target = x, target
+        self.layout = Layout(tuple(x.shape[1:]), None if target is None else target.shape[1], "tensor")
+
+    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
+        n_rows = self.x.shape[0]
+        per_epoch = n_rows // batch_size
+        if per_epoch == 0:
+            raise MonosemanticError(f"TensorSource has {n_rows} rows, fewer than one batch of {batch_size}; "
+                                    "give more rows or lower batch_size")
+        epoch, index = divmod(start_step, per_epoch)
+        while True:
+            order_N = torch.randperm(n_rows, generator=generator(seed, "tensor-epoch", epoch))
+            for i in range(index, per_epoch):
+                rows_B = order_N[i * batch_size:(i + 1) * batch_size]
+                yield Batch(self.x[rows_B], None if self.target is None else self.target[rows_B])
+            epoch, index = epoch + 1, 0
+
+
+class StoreSource:
+    """Rows of an activation store, epoch after epoch of ``store.batches`` (seeded by seed and epoch).
+
+    ``site_in`` alone: autoencoder rows; with ``site_out``: transcoder (input, target) rows; with
+    ``sites=[...]`` instead: crosscoder rows ``[N, S, D]``. Each epoch drops its last partial
+    batch. Resuming skips whole epochs by counting and reads through the rest of one epoch.
+    """
+
+    def __init__(self, store: ActivationStore | str | Path, site_in: str | None = None, site_out: str | None = None,
+                 *, sites: Sequence[str] | None = None, split: str = "train", holdout: float = 0.05,
+                 buffer_shards: int = 4):
+        self.store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+        self.sites, self.mode = _store_sites(self.store, site_in, site_out, sites)
+        self.split, self.holdout, self.buffer_shards = split, holdout, buffer_shards
+        widths = [self.store.width(s) for s in self.sites]
+        what = f"store site {self.sites[0]!r}" if self.mode != "crosscoder" else f"store sites {self.sites}"
+        if self.mode == "crosscoder":
+            if len(set(widths)) != 1:
+                raise MonosemanticError(f"crosscoder sites {self.sites} have widths {widths}; expected one width "
+                                        "for all; pick sites of the same kind")
+            self.layout = Layout((len(self.sites), widths[0]), None, what)
+        else:
+            self.layout = Layout((widths[0],), widths[1] if self.mode == "transcoder" else None, what)
+
+    def _epoch(self, batch_size: int, seed: int, epoch: int):
+        return self.store.batches(self.sites, batch_size, seed=derive_seed(seed, "store-epoch", epoch),
+                                  split=self.split, holdout=self.holdout, shuffle=True,
+                                  buffer_shards=self.buffer_shards, drop_last=True)
+
+    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
+        per_epoch = len(self._epoch(batch_size, seed, 0))
+        if per_epoch == 0:
+            raise MonosemanticError(f"the {self.split!r} split of store {self.store.path} has fewer rows than one "
+                                    f"batch of {batch_size}; lower batch_size or harvest more tokens")
+        epoch, index = divmod(start_step, per_epoch)
+        while True:
+            for rows in itertools.islice(self._epoch(batch_size, seed, epoch), index, None):
+                yield self._batch(rows)
+            epoch, index = epoch + 1, 0
+
+    def _batch(self, rows: dict[str, Tensor]) -> Batch:
+        if self.mode == "crosscoder":
+            return Batch(torch.stack([rows[s] for s in self.sites], dim=1), None)
+        return Batch(rows[self.sites[0]], rows[self.sites[1]] if self.mode == "transcoder" else None)
+
+
+def _store_sites(store: ActivationStore, site_in, site_out, sites) -> tuple[list[str], str]:
+    """(sites to read, mode) where mode is autoencoder, transcoder or crosscoder."""
+    if sites is not None:
+        if site_in is not None or site_out is not None:
+            raise MonosemanticError("pass either site_in (and site_out) or sites=[...] for a crosscoder, not both")
+        names = [sites] if isinstance(sites, str) else list(sites)
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise MonosemanticError(f"crosscoder sites {names} are invalid; expected two or more different sites")
+        for s in names:
+            store.width(s)  # StoreError naming the store's sites when unknown
+        return names, "crosscoder"
+    if site_in is None:
+        if len(store.sites) != 1:
+            raise MonosemanticError(f"store {store.path} holds sites {', '.join(store.sites)}; say which to train "
+                                    "on with site_in")
+        site_in = store.sites[0]
+    store.width(site_in)
+    if site_out is None or site_out == site_in:
+        return [site_in], "autoencoder"
+    store.width(site_out)
+    return [site_in, site_out], "transcoder"
