@@ -41,3 +41,42 @@ def test_bad_input_is_one_line_and_exit_2(tiny_model_dir, tmp_path):
     assert result.output.strip().startswith("error: layer 7 in site 'blocks.7.resid_post' is out of range")
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def _tiny_store(tiny_model_dir, tmp_path):
+    out = tmp_path / "store"
+    result = runner.invoke(app, ["harvest", "--model", str(tiny_model_dir("llama")), "--site", "blocks.1.resid_post",
+                                 "--tokens", "4000", "--context", "64", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_and_sweep_from_a_store(tiny_model_dir, tmp_path):
+    from monosemantic.dictionaries import load_dictionary_native
+
+    store = _tiny_store(tiny_model_dir, tmp_path)
+    result = runner.invoke(app, ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--arch", "topk",
+                                 "--expansion", "2", "--option", "k=8", "--tokens", "2048", "--batch-size", "256"])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 dictionary for 8 steps (2,048 tokens)" in result.output
+    sae = load_dictionary_native(tmp_path / "run" / "topk_k8_x2")
+    assert (sae.config.d_in, sae.config.d_sae, sae.config.options["k"]) == (64, 128, 8)
+    assert sae.config.site_in == "blocks.1.resid_post"
+
+    result = runner.invoke(app, ["sweep", "--store", str(store), "--out", str(tmp_path / "grid"), "--arch", "topk",
+                                 "--expansions", "1,2", "--sparsities", "4,8", "--tokens", "1024",
+                                 "--batch-size", "256"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "grid").iterdir() if (p / "config.json").is_file())
+    assert names == ["topk_k4_x1", "topk_k4_x2", "topk_k8_x1", "topk_k8_x2"]
+
+
+def test_train_errors_are_one_line(tiny_model_dir, tmp_path):
+    store = _tiny_store(tiny_model_dir, tmp_path)
+    base = ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--tokens", "512", "--batch-size", "128"]
+    for extra, message in [(["--arch", "nope"], "unknown dictionary arch 'nope'; expected one of"),
+                           (["--option", "k"], "not of the form NAME=VALUE"),
+                           (["--arch", "topk", "--option", "k=1000"], "k=1000")]:
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1

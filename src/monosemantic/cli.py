@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -125,6 +126,105 @@ def _print_store(store) -> None:
                f"{len(store.manifest.shards)} shards, dtype {settings.dtype}")
     for site in store.sites:
         typer.echo(f"  {site}: width {store.width(site)}")
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """``["k=32", "weight_l1_by_decoder_norm=true"]`` -> ``{"k": 32, "weight_l1_by_decoder_norm": True}``."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MonosemanticError(f"option '{pair}' is not of the form NAME=VALUE (e.g. k=32)")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _train_config(config_file: Path | None, overrides: dict):
+    """A TrainConfig from an optional JSON file, with the flags the user gave taking precedence."""
+    from .training import TrainConfig
+
+    values = {}
+    if config_file is not None:
+        try:
+            values = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise MonosemanticError(f"could not read config file {config_file}: {e}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "total_tokens" not in values:
+        raise MonosemanticError("how long to train is not set: pass --tokens N or total_tokens in --config")
+    try:
+        return TrainConfig.from_dict(values)
+    except TypeError as e:
+        raise MonosemanticError(f"bad training config: {e}") from None
+
+
+def _numbers(text: str) -> list:
+    try:
+        return [json.loads(part) for part in text.split(",") if part.strip()]
+    except json.JSONDecodeError:
+        raise MonosemanticError(f"'{text}' is not a comma-separated list of numbers (e.g. 4,8,16)") from None
+
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="Activation store made by `monosemantic harvest`.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (rerun the same command to resume).")]
+ArchOpt = Annotated[str, typer.Option(help="Architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka, crosscoder.")]
+SiteInOpt = Annotated[Optional[str], typer.Option("--site", help="Input site (default: the store's only site).")]
+SiteOutOpt = Annotated[Optional[str], typer.Option("--site-out", help="Output site: makes a transcoder.")]
+SitesOpt = Annotated[Optional[list[str]], typer.Option("--sites", help="Crosscoder sources; repeat.")]
+OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", help="Architecture option NAME=VALUE; repeat.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON file of TrainConfig fields.")]
+TokensOpt = Annotated[Optional[int], typer.Option("--tokens", help="Training tokens.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Rows per step (default 4096).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 4e-4).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for init and data order.")]
+
+
+@app.command()
+@_friendly
+def train(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk", site: SiteInOpt = None, site_out: SiteOutOpt = None,
+          sites: SitesOpt = None, expansion: Annotated[float, typer.Option(help="Dictionary size / width.")] = 8,
+          option: OptionOpt = None, skip: Annotated[bool, typer.Option(help="Transcoder skip connection.")] = False,
+          config: ConfigOpt = None, tokens: TokensOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None,
+          seed: SeedOpt = None, device: DeviceOpt = "cpu"):
+    """Train one dictionary (SAE, transcoder or crosscoder) on an activation store."""
+    from .training import train_from_store
+
+    cfg = _train_config(config, {"total_tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                 "device": device})
+    result = train_from_store(store, out, arch=arch, config=cfg, site_in=site, site_out=site_out, sites=sites,
+                              expansion=expansion, options=_parse_options(option or []), skip=skip)
+    _print_training(result, out)
+
+
+@app.command()
+@_friendly
+def sweep(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk",
+          expansions: Annotated[str, typer.Option(help="Dictionary sizes as multiples of the width.")] = "1,2,4,8,16,32",
+          sparsities: Annotated[str, typer.Option(help="Values of the sparsity option (k, or l1_coeff).")] = "16,32,64",
+          sparsity_option: Annotated[Optional[str], typer.Option(help="Which option the sparsities set.")] = None,
+          site: SiteInOpt = None, site_out: SiteOutOpt = None, option: OptionOpt = None, config: ConfigOpt = None,
+          tokens: TokensOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None, seed: SeedOpt = None,
+          device: DeviceOpt = "cpu"):
+    """Train a grid of sparsity x size from one pass over an activation store."""
+    from .training import sweep_from_store
+
+    cfg = _train_config(config, {"total_tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                 "device": device})
+    result = sweep_from_store(store, out, arch=arch, config=cfg, expansions=_numbers(expansions),
+                              sparsities=_numbers(sparsities), sparsity_option=sparsity_option, site_in=site,
+                              site_out=site_out, options=_parse_options(option or []))
+    _print_training(result, out)
+
+
+def _print_training(result, out: Path) -> None:
+    typer.echo(f"trained {len(result.dictionaries)} dictionar{'y' if len(result.dictionaries) == 1 else 'ies'} "
+               f"for {result.steps:,} steps ({result.tokens:,} tokens); saved under {out}")
+    for name, metrics in result.metrics.items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        typer.echo(f"  {name}: {shown}")
 
 
 @app.command()
