@@ -24,3 +24,20 @@ __all__ = ["DensityResult", "MMCSResult", "ReconstructionConfig", "Reconstructio
            "SpliceResult", "StitchResult", "activation_batches", "corpus_windows", "decoder_directions",
            "density_summary", "evaluate_reconstruction", "evaluate_splice", "max_cosines", "mmcs",
            "scored_positions", "site_mean", "splice_sites", "stitch", "store_rows", "store_windows"]
+
+# Labelled tasks, probing, clustering, absorption and reports (scikit-learn and matplotlib are
+# imported only when used, so this package still imports without the `eval` extra).
+from .absorption import (AbsorbedWord, AbsorptionConfig, AbsorptionResult, LetterAbsorption, absorption,
+                         measure_absorption)
+from .clustering import Cluster, ClusteringConfig, ClusteringResult, TokenExample, cluster_codes
+from .labels import (PYTHON_CATEGORIES, LabelledRows, labelled_activations, labelled_windows, labels_from_spans,
+                     labels_from_tokens, python_token_labels)
+from .probing import ProbeScore, ProbingConfig, ProbingResult, probe_dictionaries
+from .report import write_report
+from .spelling import DEFAULT_PREFIX, LETTERS, first_letter_task, word_activations
+
+__all__ += ["AbsorbedWord", "AbsorptionConfig", "AbsorptionResult", "Cluster", "ClusteringConfig", "ClusteringResult",
+            "DEFAULT_PREFIX", "LETTERS", "LabelledRows", "LetterAbsorption", "PYTHON_CATEGORIES", "ProbeScore",
+            "ProbingConfig", "ProbingResult", "TokenExample", "absorption", "cluster_codes", "first_letter_task",
+            "labelled_activations", "labelled_windows", "labels_from_spans", "labels_from_tokens",
+            "measure_absorption", "probe_dictionaries", "python_token_labels", "word_activations", "write_report"]
