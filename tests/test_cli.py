@@ -80,3 +80,28 @@ def test_train_errors_are_one_line(tiny_model_dir, tmp_path):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_evaluate_writes_a_report_against_baselines_and_compare_prints_mmcs(tiny_model_dir, tmp_path):
+    store = _tiny_store(tiny_model_dir, tmp_path)
+    for k in ("4", "8"):
+        result = runner.invoke(app, ["train", "--store", str(store), "--out", str(tmp_path / f"run{k}"), "--arch",
+                                     "topk", "--expansion", "2", "--option", f"k={k}", "--tokens", "2048",
+                                     "--batch-size", "256"])
+        assert result.exit_code == 0, result.output
+    sae = tmp_path / "run8" / "topk_k8_x2"
+    result = runner.invoke(app, ["evaluate", str(sae), "--windows", "24", "--context", "64",
+                                 "--tasks", "reconstruction,splice,probing", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    names = {entry["name"] for entry in report["results"]}
+    assert {"topk_k8_x2", "neurons", "pca", "ica", "probing"} <= names
+    neurons = next(e for e in report["results"] if e["name"] == "neurons" and e["kind"] == "ReconstructionResult")
+    assert abs(neurons["result"]["fvu"]) < 1e-5  # the neuron basis reconstructs exactly
+    assert "probing" in (tmp_path / "eval" / "report.md").read_text().lower()
+
+    result = runner.invoke(app, ["compare", str(tmp_path / "run4" / "topk_k4_x2"), str(sae)])
+    assert result.exit_code == 0, result.output
+    assert "MMCS topk_k4_x2 -> topk_k8_x2" in result.output and "novel" in result.output
+    result = runner.invoke(app, ["compare", str(sae), str(sae)])
+    assert "symmetric: 1.0000" in result.output

@@ -227,6 +227,60 @@ def _print_training(result, out: Path) -> None:
         typer.echo(f"  {name}: {shown}")
 
 
+def _load_dictionary(path: Path):
+    from .dictionaries import load_dictionary_native
+
+    return load_dictionary_native(path)
+
+
+@app.command()
+@_friendly
+def evaluate(
+    dictionary: Annotated[Path, typer.Argument(help="A saved dictionary folder.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DICTIONARY/eval).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
+    tasks: Annotated[str, typer.Option(help="Comma-separated: reconstruction,splice,probing,clustering,absorption.")] =
+        "reconstruction,splice,probing,clustering,absorption",
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: identity (neurons), pca, ica, random.")] =
+        "identity,pca,ica",
+    windows: Annotated[int, typer.Option(help="Held-out context windows to evaluate on.")] = 64,
+    context: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+):
+    """Evaluate a dictionary against neurons, PCA and ICA; write a Markdown/HTML/JSON report."""
+    from .evaluation import evaluate_suite
+
+    loaded = _load_dictionary(dictionary)
+    spec = model or loaded.config.model
+    if not spec:
+        raise MonosemanticError(f"{dictionary} records no model; pass --model")
+    lm = _load(spec, device, "float32", threads)
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    report = evaluate_suite(lm, loaded.to(lm.device), out or dictionary / "eval", name=dictionary.name,
+                            tasks=split(tasks), baselines=split(baselines), n_windows=windows, context_length=context)
+    typer.echo(f"report: {report} (also report.html, report.json)")
+
+
+@app.command()
+@_friendly
+def compare(
+    a: Annotated[Path, typer.Argument(help="A saved dictionary (the smaller one, for stitching).")],
+    b: Annotated[Path, typer.Argument(help="Another saved dictionary.")],
+    threshold: Annotated[float, typer.Option(help="Cosine below which a latent of B counts as novel.")] = 0.7,
+):
+    """Mean max cosine similarity between two dictionaries, and which latents of B are novel."""
+    from .evaluation import mmcs, stitch
+
+    first, second = _load_dictionary(a), _load_dictionary(b)
+    result = mmcs(first, second)
+    typer.echo(f"MMCS {a.name} -> {b.name}: {result.a_to_b:.4f}   {b.name} -> {a.name}: {result.b_to_a:.4f}   "
+               f"symmetric: {result.symmetric:.4f}   ({result.n_a} vs {result.n_b} latents)")
+    stitched = stitch(first, second, threshold=threshold)
+    typer.echo(f"latents of {b.name}: {stitched.n_novel} novel (max cosine < {threshold}), "
+               f"{stitched.n_resplit} re-split latents of {a.name}")
+
+
 @app.command()
 @_friendly
 def demo(

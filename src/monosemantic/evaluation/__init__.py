@@ -41,3 +41,7 @@ __all__ += ["AbsorbedWord", "AbsorptionConfig", "AbsorptionResult", "Cluster", "
             "ProbingConfig", "ProbingResult", "TokenExample", "absorption", "cluster_codes", "first_letter_task",
             "labelled_activations", "labelled_windows", "labels_from_spans", "labels_from_tokens",
             "measure_absorption", "probe_dictionaries", "python_token_labels", "word_activations", "write_report"]
+
+from .suite import BASELINES, TASKS, evaluate_suite, fit_baselines, site_rows  # noqa: E402
+
+__all__ += ["BASELINES", "TASKS", "evaluate_suite", "fit_baselines", "site_rows"]

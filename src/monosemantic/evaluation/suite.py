@@ -1,0 +1,98 @@
+"""Every evaluation of one dictionary against the neuron, PCA and ICA baselines, in one call.
+
+What ``monosemantic evaluate`` runs. The data are the held-out windows of the default corpus
+(the Python standard library, labelled with Python token categories), so the dictionary is
+never scored on windows it trained on; the baselines are fitted on training-split windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..activations import held_out
+from ..baselines import fit_baseline
+from ..data import storable_mask, text_source, token_windows
+from ..dictionaries import Dictionary
+from ..errors import MonosemanticError
+from .absorption import absorption
+from .clustering import cluster_codes
+from .labels import labelled_activations, labelled_windows
+from .metrics import evaluate_reconstruction
+from .probing import probe_dictionaries
+from .report import write_report
+from .splice import evaluate_splice
+
+TASKS = ("reconstruction", "splice", "probing", "clustering", "absorption")
+BASELINES = ("identity", "pca", "ica")
+
+
+def training_windows(tokenizer, n_windows: int, context_length: int, corpus="stdlib", holdout: float = 0.05) -> Tensor:
+    """The first ``n_windows`` windows of ``corpus`` that are NOT held out, ``[W, S]``."""
+    kept = []
+    for index, window_S in enumerate(token_windows(text_source(corpus), tokenizer, context_length)):
+        if not bool(held_out(torch.tensor([index]), holdout)):
+            kept.append(window_S)
+            if len(kept) == n_windows:
+                return torch.stack(kept)
+    raise MonosemanticError(f"corpus yields only {len(kept)} training windows; ask for fewer")
+
+
+def site_rows(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> Tensor:
+    """Activations ``[N, D]`` of ``site`` at the positions a store would keep."""
+    mask_WS = storable_mask(windows_WS, lm.tokenizer.all_special_ids)
+    rows = []
+    for start in range(0, windows_WS.shape[0], batch_size):
+        acts_BSD = lm.capture(windows_WS[start:start + batch_size], [site])[site]
+        rows.append(acts_BSD[mask_WS[start:start + batch_size].to(acts_BSD.device)].float().cpu())
+    return torch.cat(rows)
+
+
+def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, n_windows: int = 64,
+                  context_length: int = 128, seed: int = 0) -> dict[str, Dictionary]:
+    """Baselines fitted on training-split activations of ``site``; ``identity`` is the neuron basis."""
+    if not kinds:
+        return {}
+    x_ND = site_rows(lm, site, training_windows(lm.tokenizer, n_windows, context_length))
+    names = {"identity": "neurons"}
+    return {names.get(kind, kind): fit_baseline(kind, x_ND, n_components=None if kind == "identity" else n_components,
+                                                seed=seed, site=site, model=lm.name)
+            for kind in kinds}
+
+
+def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, *, name: str = "sae",
+                   tasks: Sequence[str] = TASKS, baselines: Sequence[str] = BASELINES, n_windows: int = 64,
+                   context_length: int = 128, seed: int = 0) -> Path:
+    """Run ``tasks`` on ``dictionary`` and the baselines; write ``report.md/.html/.json``; return its path."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise MonosemanticError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
+    site = dictionary.config.site_in
+    if site is None:
+        raise MonosemanticError("the dictionary records no input site; it cannot be matched to the model's activations")
+    width = lm.width(site)
+    if width != dictionary.config.d_in:
+        raise MonosemanticError(f"dictionary expects d_in={dictionary.config.d_in} but {lm.name} site {site} has "
+                                f"width {width}; evaluate it on the model it was trained for")
+    n_components = min(width, dictionary.config.d_sae)
+    contenders = {name: dictionary, **fit_baselines(lm, site, baselines, n_components, n_windows=n_windows,
+                                                    context_length=context_length, seed=seed)}
+    windows_WS, labels_WS = labelled_windows(lm.tokenizer, n_windows, context_length)
+    rows = labelled_activations(lm, site, windows_WS, labels_WS)
+    results: dict[str, list] = {}
+    for label, candidate in contenders.items():
+        found = results.setdefault(label, [])
+        if "reconstruction" in tasks:
+            found.append(evaluate_reconstruction(candidate, rows.acts_ND, min_tokens=min(2000, len(rows.acts_ND))))
+        if "splice" in tasks:
+            found.append(evaluate_splice(lm, candidate, windows_WS))
+        if "clustering" in tasks:
+            found.append(cluster_codes(candidate, rows, windows_WS, lm.tokenizer, seed=seed, name=label))
+    if "probing" in tasks:
+        results["probing"] = [probe_dictionaries(contenders, rows.acts_ND, rows.labels_N, rows.window_N, seed=seed)]
+    if "absorption" in tasks:
+        results.setdefault(name, []).append(absorption(lm, dictionary, site))
+    return write_report(results, out_dir, title=f"Evaluation of {name} on {lm.name} {site}")
