@@ -2,7 +2,8 @@
 
 ``make_dictionary("topk", d_in, d_sae, k=32)`` builds one; ``save_dictionary`` and
 ``load_dictionary_native`` store it as ``config.json`` + ``weights.safetensors``.
-Architectures: relu, topk, batchtopk, jumprelu, gated, matryoshka.
+Architectures: relu, topk, batchtopk, jumprelu, gated, matryoshka, and crosscoder (one dictionary
+over several sources: ``make_dictionary("crosscoder", d_in, d_sae, n_sources=2)``, inputs ``[N, S, D]``).
 """
 
 from .base import Dictionary, DictionaryOutput, LossOutput, reconstruction_mse
@@ -17,10 +18,11 @@ from .batchtopk import BatchTopKDictionary
 from .matryoshka import MatryoshkaDictionary
 from .jumprelu import JumpReLUDictionary
 from .gated import GatedDictionary
+from .crosscoder import Crosscoder
 from .io import load_dictionary_native, read_config, save_dictionary
 
 __all__ = [
-    "ARCHITECTURES", "FORMAT_VERSION", "BatchTopKDictionary", "Dictionary", "DictionaryConfig",
+    "ARCHITECTURES", "FORMAT_VERSION", "BatchTopKDictionary", "Crosscoder", "Dictionary", "DictionaryConfig",
     "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput", "MatryoshkaDictionary",
     "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture", "dictionary_from_config",
     "geometric_median", "load_dictionary_native", "make_dictionary", "read_config", "reconstruction_mse",

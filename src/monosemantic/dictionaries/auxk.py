@@ -11,10 +11,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import fast_topk
 from .base import Dictionary, reconstruction_mse
 from .options import check_float, check_int
 
 DEFAULT_AUX_K = 512
+
+
+def check_auxk_options(arch: str, options: dict, config) -> dict:
+    """Validate k and the AuxK options, filling in aux_k's default."""
+    F_ = config.d_sae
+    options["k"] = check_int(arch, "k", options["k"], 1, F_ - 1)
+    if options["aux_k"] is None:
+        options["aux_k"] = max(1, min(DEFAULT_AUX_K, F_ // 2))
+    options["aux_k"] = check_int(arch, "aux_k", options["aux_k"], 1, F_)
+    options["aux_coeff"] = check_float(arch, "aux_coeff", options["aux_coeff"])
+    options["dead_after_tokens"] = check_int(arch, "dead_after_tokens", options["dead_after_tokens"], 1)
+    return options
 
 
 class AuxKDictionary(Dictionary):
@@ -25,18 +38,17 @@ class AuxKDictionary(Dictionary):
 
     def __init__(self, config):
         super().__init__(config)
-        self.register_buffer("tokens_since_fired", torch.zeros(config.d_sae, dtype=torch.int64))
+        if self.uses_auxk:
+            self.register_buffer("tokens_since_fired", torch.zeros(config.d_sae, dtype=torch.int64))
+
+    @property
+    def uses_auxk(self) -> bool:
+        """Whether this dictionary counts firing and has an AuxK term (crosscoders: top-k only)."""
+        return True
 
     @classmethod
     def _check_options(cls, options, config):
-        F_ = config.d_sae
-        options["k"] = check_int(cls.arch, "k", options["k"], 1, F_ - 1)
-        if options["aux_k"] is None:
-            options["aux_k"] = max(1, min(DEFAULT_AUX_K, F_ // 2))
-        options["aux_k"] = check_int(cls.arch, "aux_k", options["aux_k"], 1, F_)
-        options["aux_coeff"] = check_float(cls.arch, "aux_coeff", options["aux_coeff"])
-        options["dead_after_tokens"] = check_int(cls.arch, "dead_after_tokens", options["dead_after_tokens"], 1)
-        return options
+        return check_auxk_options(cls.arch, options, config)
 
     def dead_latents(self) -> Tensor:
         """Boolean ``[F]``: latents that have not fired for ``dead_after_tokens`` rows."""
@@ -47,18 +59,51 @@ class AuxKDictionary(Dictionary):
         self.tokens_since_fired += codes_NF.shape[0]
         self.tokens_since_fired[(codes_NF > 0).any(dim=0)] = 0
 
+    @torch.no_grad()
+    def _record_selected_(self, indices_NK: Tensor, values_NK: Tensor) -> None:
+        """``_record_firing_`` for top-k codes given as (indices, values): no pass over [N, F]."""
+        self.tokens_since_fired += indices_NK.shape[0]
+        self.tokens_since_fired[indices_NK[values_NK > 0]] = 0
+
+    def _dead_indices(self) -> Tensor | None:
+        """Indices of the dead latents, or None when there is no AuxK term to compute."""
+        if not self.training or self.options["aux_coeff"] == 0:
+            return None
+        dead_F = self.dead_latents()
+        # One host sync per step; it skips the top-k entirely while no latent is dead (the usual case).
+        if not bool(dead_F.any()):
+            return None
+        return dead_F.nonzero().squeeze(1)
+
     def _aux_term(self, pre_NF: Tensor, residual_ND: Tensor) -> Tensor:
         """``aux_coeff`` times the AuxK loss; 0 when no latent is dead or outside training."""
         zero = pre_NF.new_zeros((), dtype=torch.float32)
-        if not self.training or self.options["aux_coeff"] == 0:
+        dead_idx = self._dead_indices()
+        if dead_idx is None:
             return zero
-        dead_F = self.dead_latents()
-        # One host sync per step; it skips the top-k entirely while no latent is dead (the usual case).
-        n_dead = int(dead_F.sum())
-        if n_dead == 0:
-            return zero
-        k = min(self.options["aux_k"], n_dead)
-        values_NK, indices_NK = pre_NF.masked_fill(~dead_F, float("-inf")).topk(k, dim=-1, sorted=False)
+        # Only the dead columns are read: with few dead latents this is far cheaper than
+        # masking the live ones out of the whole [N, F] matrix.
+        k = min(self.options["aux_k"], dead_idx.numel())
+        values_NK, local_NK = pre_NF.index_select(1, dead_idx).topk(k, dim=-1, sorted=False)
         values_NK = torch.relu(values_NK)
-        recon_ND = F.embedding_bag(indices_NK, self.W_dec, per_sample_weights=values_NK, mode="sum")
-        return self.options["aux_coeff"] * reconstruction_mse(recon_ND, residual_ND.detach())
+        # Flat views: a crosscoder's [F, S, D] decoder and [N, S, D] residual become [F, S*D], [N, S*D].
+        W_dec_FO = self.W_dec.reshape(self.d_sae, -1)
+        recon_NO = F.embedding_bag(dead_idx[local_NK], W_dec_FO, per_sample_weights=values_NK, mode="sum")
+        return self.options["aux_coeff"] * reconstruction_mse(recon_NO, residual_ND.reshape(recon_NO.shape).detach())
+
+    def _aux_term_sparse(self, encoding: fast_topk.DenseEncoding, W_dec_FO: Tensor, target_NO: Tensor,
+                         recon_NO: Tensor) -> Tensor:
+        """``_aux_term`` for the fast path: the same loss, with gradients only at the chosen entries.
+
+        Call it before the pre-activations are recycled into the codes.
+        """
+        zero = encoding.pre_NF.new_zeros((), dtype=torch.float32)
+        dead_idx = self._dead_indices()
+        if dead_idx is None:
+            return zero  # the usual case, so the residual is only formed below
+        k = min(self.options["aux_k"], dead_idx.numel())
+        with torch.no_grad():
+            local_NK = encoding.pre_NF.index_select(1, dead_idx).topk(k, dim=-1, sorted=False).indices
+        active, values_E = fast_topk.select(encoding, dead_idx[local_NK])
+        aux_recon_NO = fast_topk.decode(active, values_E, W_dec_FO)
+        return self.options["aux_coeff"] * reconstruction_mse(aux_recon_NO, (target_NO - recon_NO).detach())

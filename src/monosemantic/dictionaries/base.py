@@ -78,6 +78,10 @@ class Dictionary(nn.Module):
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
     HAS_B_ENC: ClassVar[bool] = True
+    # Whether loss() may take the hand-written training paths (fast_relu, fast_topk) where they
+    # apply (CPU, float32/float64). They give the same values and gradients as plain autograd;
+    # set False on an instance to get the plain computation, e.g. to compare the two.
+    fast_path: bool = True
 
     def __init__(self, config: DictionaryConfig):
         super().__init__()
@@ -86,6 +90,11 @@ class Dictionary(nn.Module):
                 f"config arch {config.arch!r} does not match {type(self).__name__} ({self.arch!r}); "
                 "build dictionaries with make_dictionary or dictionary_from_config")
         self.config = replace(config, options=self.resolve_options(config))
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
+        """Create the parameters (architectures with other shapes override this)."""
+        config = self.config
         D, F, D_out = config.d_in, config.d_sae, config.d_out
         W_dec_FD = torch.randn(F, D_out)
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
@@ -210,6 +219,10 @@ class Dictionary(nn.Module):
     def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
         raise NotImplementedError
 
+    def _fast_path_applies(self, x: Tensor) -> bool:
+        # The fast paths are written and measured for CPU; other devices keep plain autograd.
+        return self.fast_path and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
     def _rows(self, t: Tensor, width: int, what: str) -> Tensor:
         if not isinstance(t, Tensor) or t.ndim != 2 or t.shape[1] != width or not t.is_floating_point():
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
@@ -237,8 +250,7 @@ class Dictionary(nn.Module):
         grad = self.W_dec.grad
         if not self.unit_norm_decoder or grad is None:
             return
-        unit_FD = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        grad -= (grad * unit_FD).sum(dim=1, keepdim=True) * unit_FD
+        _remove_radial_(grad, self.W_dec)
 
     @torch.no_grad()
     def init_b_dec_(self, sample_ND: Tensor, method: str = "geometric_median") -> None:
@@ -296,6 +308,12 @@ class Dictionary(nn.Module):
 def _unit_columns(d: int, f: int) -> Tensor:
     W_DF = torch.randn(d, f)
     return W_DF / W_DF.norm(dim=0, keepdim=True)
+
+
+def _remove_radial_(grad_FD: Tensor, W_FD: Tensor) -> None:
+    """``grad -= (grad . w / w . w) w`` per row: three passes over [F, D] and no [F, D] temporaries."""
+    coeff_F = torch.linalg.vecdot(grad_FD, W_FD) / torch.linalg.vecdot(W_FD, W_FD).clamp_min(1e-24)
+    grad_FD.addcmul_(W_FD, coeff_F[:, None], value=-1)
 
 
 def _positive(name: str, value) -> float:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import fast_topk
 from .auxk import AuxKDictionary
 from .base import LossOutput, reconstruction_mse
 from .registry import register
@@ -46,6 +47,8 @@ class TopKDictionary(AuxKDictionary):
         return self._add_skip(recon_ND + self.b_dec, x_ND)
 
     def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+        if self._fast_path_applies(x_ND):
+            return self._fast_loss(x_ND, target_ND)
         pre_NF = self.pre_acts(x_ND)
         values_NK, indices_NK = self._select(pre_NF)
         recon_ND = self.decode_sparse(values_NK, indices_NK, x_ND)
@@ -54,4 +57,19 @@ class TopKDictionary(AuxKDictionary):
             self._record_firing_(codes_NF)
         mse = reconstruction_mse(recon_ND, target_ND)
         aux = self._aux_term(pre_NF, target_ND - recon_ND)
+        return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, codes_NF, recon_ND)
+
+    def _fast_loss(self, x_ND: Tensor, target_ND: Tensor) -> LossOutput:
+        """``_loss`` through fast_topk: one dense GEMM, every other product over the k selected latents."""
+        centre_D = self.b_dec if self.apply_b_dec_to_input else None
+        encoding = fast_topk.encode_dense(x_ND, self.W_enc, self.b_enc, centre_D)
+        indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
+        active, values_E = fast_topk.select(encoding, indices_NK)
+        recon_ND = self._add_skip(fast_topk.decode(active, values_E, self.W_dec) + self.b_dec, x_ND)
+        values_NK = values_E.view(indices_NK.shape)
+        if self.training:
+            self._record_selected_(indices_NK, values_NK)
+        mse = reconstruction_mse(recon_ND, target_ND)
+        aux = self._aux_term_sparse(encoding, self.W_dec, target_ND, recon_ND)
+        codes_NF = fast_topk.recycle_into_codes(encoding, indices_NK, values_NK)
         return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, codes_NF, recon_ND)

@@ -1,0 +1,145 @@
+"""The training computation of top-k dictionaries with one dense GEMM.
+
+Only the encoder's forward needs every pre-activation (to select the top k). It runs once,
+outside autograd; the selected entries are then read out through :class:`SelectedPreActs`,
+whose backward touches only those entries, and decoded through :class:`SparseDecode`. So
+dW_enc, db_enc, the decoder and dW_dec all cost O(N k D) instead of O(N F D), and no dense
+``[N, F]`` gradient is ever built. Values and gradients equal those of the dense computation
+(up to float summation order).
+
+Shapes: N rows, I input width, O output width, F latents, K selected per row, E = N*K entries.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import scratch, sparse_ops
+from .sparse_ops import ActiveSet
+
+
+class DenseEncoding(NamedTuple):
+    """Pre-activations computed without autograd, and the tensors their gradients flow to."""
+
+    pre_NF: Tensor  # no autograd history; may be recycled into the codes at the end of a step
+    xc_NI: Tensor  # the (centred) input the GEMM saw, no autograd history
+    x_NI: Tensor
+    W_enc_IF: Tensor
+    b_enc_F: Tensor
+    centre_I: Tensor | None  # subtracted from the input before encoding, or None
+
+
+def encode_dense(x_NI: Tensor, W_enc_IF: Tensor, b_enc_F: Tensor, centre_I: Tensor | None) -> DenseEncoding:
+    """``(x - centre) @ W_enc + b_enc`` as a plain tensor, with what selections need for gradients."""
+    with torch.no_grad():
+        xc_NI = x_NI if centre_I is None else x_NI - centre_I
+        pre_NF = _empty(x_NI, (x_NI.shape[0], W_enc_IF.shape[1]))
+        torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=pre_NF)
+    return DenseEncoding(pre_NF, xc_NI, x_NI, W_enc_IF, b_enc_F, centre_I)
+
+
+def _empty(like: Tensor, shape: tuple[int, int]) -> Tensor:
+    return scratch.empty(shape, like.dtype) if like.device.type == "cpu" else like.new_empty(shape)
+
+
+# Blocks for the top-k pre-selection: 32 contiguous latents, then sub-blocks of 4 inside them.
+_BLOCK, _SUB_BLOCK = 32, 4
+
+
+def top_indices(pre_NF: Tensor, k: int) -> Tensor:
+    """``[N, K]`` int64: the k largest pre-activations of each row (any order; ties broken arbitrarily).
+
+    ``torch.topk`` over [4096, 4608] takes about half as long as the encoder GEMM on a 2-core
+    CPU, so candidates are narrowed first. The k largest entries lie in the k blocks with the
+    largest maxima (any other block's maximum is below the k maxima, each an entry of its
+    block), and likewise for sub-blocks inside those; so top-k over block maxima, then over
+    sub-block maxima, then over the remaining k * 4 entries gives the exact top k.
+    """
+    n, f = pre_NF.shape
+    if f % _BLOCK or f // _BLOCK < 2 * k or not pre_NF.is_contiguous():
+        return pre_NF.topk(k, dim=-1, sorted=False).indices
+    blocks_NK = _top_blocks(pre_NF.view(n, f // _BLOCK, _BLOCK), k)
+    cand_NCS = _gather_blocks(pre_NF.view(n, f // _BLOCK, _BLOCK), blocks_NK).view(n, -1, _SUB_BLOCK)
+    subs_NK = _top_blocks(cand_NCS, k)  # sub-blocks of the k * 32 candidates
+    final_NM = _gather_blocks(cand_NCS, subs_NK).view(n, k * _SUB_BLOCK)
+    local_NK = final_NM.topk(k, dim=-1, sorted=False).indices  # in [0, k * 4)
+    position_NK = subs_NK.gather(1, local_NK // _SUB_BLOCK) * _SUB_BLOCK + local_NK % _SUB_BLOCK  # in [0, k * 32)
+    return blocks_NK.gather(1, position_NK // _BLOCK) * _BLOCK + position_NK % _BLOCK
+
+
+def _top_blocks(blocks_NBS: Tensor, k: int) -> Tensor:
+    """``[N, K]``: the k blocks (dim 1) with the largest maxima."""
+    return blocks_NBS.amax(-1).topk(k, dim=-1, sorted=False).indices
+
+
+def _gather_blocks(blocks_NBS: Tensor, chosen_NK: Tensor) -> Tensor:
+    """``[N, K, S]``: the chosen blocks of each row. index_select of whole blocks copies each
+    in one piece, several times faster than gather's per-element indexing."""
+    n, n_blocks, size = blocks_NBS.shape
+    flat_NK = torch.arange(n, device=chosen_NK.device)[:, None] * n_blocks + chosen_NK
+    return blocks_NBS.reshape(-1, size).index_select(0, flat_NK.flatten()).view(n, -1, size)
+
+
+class SelectedPreActs(torch.autograd.Function):
+    """Pre-activations at the active entries ``[E]``; gradients flow to x, W_enc, b_enc and the centre."""
+
+    @staticmethod
+    def forward(ctx, pre_NF, xc_NI, x_NI, W_enc_IF, b_enc_F, centre_I, active):
+        ctx.active = active
+        ctx.save_for_backward(xc_NI, W_enc_IF)
+        flat_E = active.rows * pre_NF.shape[1] + active.cols
+        return pre_NF.reshape(-1).index_select(0, flat_E)
+
+    @staticmethod
+    def backward(ctx, g_E):
+        xc_NI, W_enc_IF = ctx.saved_tensors
+        active, needs = ctx.active, ctx.needs_input_grad
+        g_b_enc_F = sparse_ops.latent_totals(active, g_E)
+        g_x_NI = sparse_ops.row_sums(active, g_E, W_enc_IF.T.contiguous()) if needs[2] else None
+        # dW_enc = xc.T @ dpre, with dpre nonzero only at the entries: one sum per latent.
+        g_W_enc_IF = sparse_ops.latent_sums(active, g_E, xc_NI).T if needs[3] else None
+        # pre = (x - centre) @ W_enc + b_enc, so d/dcentre = -W_enc @ (sum over rows of dpre).
+        g_centre_I = -(W_enc_IF @ g_b_enc_F) if needs[5] else None
+        return None, None, g_x_NI, g_W_enc_IF, g_b_enc_F, g_centre_I, None
+
+
+class SparseDecode(torch.autograd.Function):
+    """``codes @ W_dec`` ``[N, O]`` for codes given by their values at the active entries."""
+
+    @staticmethod
+    def forward(ctx, values_E, W_dec_FO, active):
+        ctx.active = active
+        ctx.save_for_backward(values_E, W_dec_FO)
+        return sparse_ops.row_sums(active, values_E, W_dec_FO)
+
+    @staticmethod
+    def backward(ctx, g_NO):
+        values_E, W_dec_FO = ctx.saved_tensors
+        active, needs = ctx.active, ctx.needs_input_grad
+        g_values_E = sparse_ops.sampled_dots(active, g_NO, W_dec_FO) if needs[0] else None
+        g_W_dec_FO = sparse_ops.latent_sums(active, values_E, g_NO) if needs[1] else None
+        return g_values_E, g_W_dec_FO, None
+
+
+def select(encoding: DenseEncoding, indices_NK: Tensor) -> tuple[ActiveSet, Tensor]:
+    """(the entries ``indices`` names, ReLU of their pre-activations ``[E]``, differentiable)."""
+    active = sparse_ops.from_indices(indices_NK, encoding.pre_NF.shape[1])
+    values_E = SelectedPreActs.apply(*encoding, active)
+    return active, torch.relu(values_E)
+
+
+def decode(active: ActiveSet, values_E: Tensor, W_dec_FO: Tensor) -> Tensor:
+    """``codes @ W_dec`` (no bias), differentiable in the values and W_dec."""
+    return SparseDecode.apply(values_E, W_dec_FO, active)
+
+
+def recycle_into_codes(encoding: DenseEncoding, indices_NK: Tensor, values_NK: Tensor) -> Tensor:
+    """Dense codes ``[N, F]`` written over the pre-activations, which are no longer needed.
+
+    Reusing that buffer saves allocating (and, for a fresh 75 MB block, page-faulting) another
+    ``[N, F]`` tensor each step. The codes stay differentiable in the values.
+    """
+    return encoding.pre_NF.zero_().scatter_(1, indices_NK, values_NK)

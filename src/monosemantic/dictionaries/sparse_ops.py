@@ -1,0 +1,102 @@
+"""Products over the active (row, latent) entries of sparse codes, for sparse training steps.
+
+Once codes are sparse, the decoder and every backward product except the encoder's forward
+only involve the entries where a latent fired. An :class:`ActiveSet` lists those entries
+twice: row-major (CSR offsets, for sums per row: decoding) and latent-major (a permutation
+that sorts entries by latent, for sums per latent: weight gradients). Sums run as
+``embedding_bag`` reductions and dot products at the entries as ``sampled_addmm``, so no
+``[entries, width]`` intermediate is ever materialised.
+
+Shapes: N rows, F latents, E active entries, W any width.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@contextmanager
+def _quiet():
+    # torch warns once per process that sparse CSR support is "beta"; the few CSR operations
+    # used here are covered by this package's tests, so the warning would only be noise.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
+class ActiveSet(NamedTuple):
+    """The active entries of an ``[N, F]`` code matrix, in row-major order."""
+
+    n_latents: int
+    row_offsets: Tensor  # [N + 1] int64: entries of row n are row_offsets[n]:row_offsets[n + 1]
+    rows: Tensor  # [E] int64 row of each entry
+    cols: Tensor  # [E] int64 latent of each entry
+    by_latent: Tensor  # [E] int64 entry order sorted by latent (stable)
+    latent_offsets: Tensor  # [F + 1] int64: offsets of each latent's entries in by_latent order
+    rows_by_latent: Tensor  # [E] int64 rows[by_latent], kept because every latent sum needs it
+
+    @property
+    def n_rows(self) -> int:
+        return self.row_offsets.numel() - 1
+
+
+def _with_latent_order(n_latents: int, row_offsets: Tensor, rows_E: Tensor, cols_E: Tensor) -> ActiveSet:
+    # Stable, so that entries of one latent stay in row order and sums are reproducible.
+    by_latent_E = torch.sort(cols_E, stable=True).indices
+    counts_F = torch.bincount(cols_E, minlength=n_latents)
+    latent_offsets = torch.zeros(n_latents + 1, dtype=torch.int64, device=cols_E.device)
+    torch.cumsum(counts_F, 0, out=latent_offsets[1:])
+    return ActiveSet(n_latents, row_offsets, rows_E, cols_E, by_latent_E, latent_offsets, rows_E[by_latent_E])
+
+
+def from_indices(indices_NK: Tensor, n_latents: int) -> ActiveSet:
+    """The entries of ``K`` latents per row (top-k selections); entry ``n*K + j`` is ``indices[n, j]``."""
+    n, k = indices_NK.shape
+    device = indices_NK.device
+    row_offsets = torch.arange(0, n * k + 1, k, dtype=torch.int64, device=device)
+    rows_E = torch.arange(n, device=device).repeat_interleave(k)
+    return _with_latent_order(n_latents, row_offsets, rows_E, indices_NK.reshape(-1).long())
+
+
+def from_dense(codes_NF: Tensor) -> tuple[ActiveSet, Tensor]:
+    """The nonzero entries of dense codes, and their values ``[E]`` (row-major)."""
+    n, f = codes_NF.shape
+    flat = codes_NF.reshape(-1)
+    # One nonzero over the flat codes (to_sparse_csr makes several passes): row-major already.
+    where_E = flat.nonzero().squeeze(1)
+    rows_E, cols_E = where_E // f, where_E % f
+    row_offsets = torch.zeros(n + 1, dtype=torch.int64, device=codes_NF.device)
+    torch.cumsum(torch.bincount(rows_E, minlength=n), 0, out=row_offsets[1:])
+    return _with_latent_order(f, row_offsets, rows_E, cols_E), flat.index_select(0, where_E)
+
+
+def row_sums(active: ActiveSet, values_E: Tensor, table_FW: Tensor) -> Tensor:
+    """``[N, W]``: row n sums ``values[e] * table[cols[e]]`` over its entries (``codes @ table``)."""
+    return F.embedding_bag(active.cols, table_FW, active.row_offsets, per_sample_weights=values_E,
+                           mode="sum", include_last_offset=True)
+
+
+def latent_sums(active: ActiveSet, values_E: Tensor, table_NW: Tensor) -> Tensor:
+    """``[F, W]``: latent f sums ``values[e] * table[rows[e]]`` over its entries (``codes.T @ table``)."""
+    return F.embedding_bag(active.rows_by_latent, table_NW, active.latent_offsets,
+                           per_sample_weights=values_E[active.by_latent], mode="sum", include_last_offset=True)
+
+
+def latent_totals(active: ActiveSet, values_E: Tensor) -> Tensor:
+    """``[F]``: the sum of each latent's values (``codes.sum(0)``)."""
+    totals_F = values_E.new_zeros(active.n_latents)
+    return totals_F.index_add_(0, active.cols, values_E)
+
+
+def sampled_dots(active: ActiveSet, a_NW: Tensor, b_FW: Tensor) -> Tensor:
+    """``[E]``: ``a[rows[e]] . b[cols[e]]``, i.e. ``a @ b.T`` read at the active entries only."""
+    with _quiet():
+        pattern = torch.sparse_csr_tensor(active.row_offsets, active.cols, a_NW.new_zeros(active.cols.numel()),
+                                          (active.n_rows, active.n_latents), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, a_NW, b_FW.T, beta=0.0).values()

@@ -1,0 +1,269 @@
+"""The fast training paths (fast_relu, fast_topk, sparse_ops) against plain dense computations.
+
+Each reference below is the textbook formula written out with dense tensors and autograd; the
+fast path must give the same loss terms, codes, reconstructions and parameter gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from monosemantic.dictionaries import make_dictionary, reconstruction_mse, sparse_ops
+from monosemantic.dictionaries.fast_relu import code_density
+
+D, F, N = 16, 128, 64
+# float64 parameters; reconstruction_mse works in float32, so recon-driven terms carry float32 rounding.
+TOL = {"rtol": 1e-6, "atol": 1e-8}
+
+
+def _data(n=N, d=D, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=g) + 0.5).to(dtype)
+
+
+def _perturbed(dictionary, seed=0):
+    """The dictionary with every parameter moved off its initialisation, so biases and skips matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in dictionary.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return dictionary
+
+
+def _grads(dictionary, loss, *extra):
+    dictionary.zero_grad(set_to_none=True)
+    for t in extra:
+        t.grad = None
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in dictionary.named_parameters() if p.grad is not None}
+    grads.update({f"extra{i}": t.grad.clone() for i, t in enumerate(extra)})
+    return grads
+
+
+def _assert_same_grads(fast, reference, tol=TOL):
+    assert fast.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(fast[name], reference[name], **tol, msg=name)
+
+
+def _encoder_input(dictionary, x):
+    return x - dictionary.b_dec if dictionary.apply_b_dec_to_input else x
+
+
+def _decode(dictionary, codes, x):
+    recon = codes @ dictionary.W_dec + dictionary.b_dec
+    return recon + x @ dictionary.W_skip.T if dictionary.config.skip else recon
+
+
+def _mse(recon, target):
+    return reconstruction_mse(recon, target)  # the library's convention: summed over width, mean over rows
+
+
+# ----- sparse_ops --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_products_equal_dense_ones(dtype):
+    torch.manual_seed(0)
+    codes = torch.relu(torch.randn(7, 11) - 1).to(dtype)
+    codes[3] = 0  # an empty row
+    codes[:, 5] = 0  # a latent that never fires
+    table_FW, table_NW = torch.randn(11, 5, dtype=dtype), torch.randn(7, 5, dtype=dtype)
+    active, values = sparse_ops.from_dense(codes)
+    assert active.n_rows == 7 and values.numel() == int((codes != 0).sum())
+    torch.testing.assert_close(sparse_ops.row_sums(active, values, table_FW), codes @ table_FW)
+    torch.testing.assert_close(sparse_ops.latent_sums(active, values, table_NW), codes.T @ table_NW)
+    torch.testing.assert_close(sparse_ops.latent_totals(active, values), codes.sum(0))
+    torch.testing.assert_close(sparse_ops.sampled_dots(active, table_NW, table_FW), (table_NW @ table_FW.T)[codes != 0])
+
+    indices = torch.randn(7, 11).topk(3, dim=-1).indices
+    chosen = sparse_ops.from_indices(indices, 11)
+    values = torch.rand(21, dtype=dtype)
+    dense = torch.zeros(7, 11, dtype=dtype).scatter_(1, indices, values.view(7, 3))
+    torch.testing.assert_close(sparse_ops.row_sums(chosen, values, table_FW), dense @ table_FW)
+    torch.testing.assert_close(sparse_ops.latent_sums(chosen, values, table_NW), dense.T @ table_NW)
+    torch.testing.assert_close(sparse_ops.sampled_dots(chosen, table_NW, table_FW),
+                               (table_NW @ table_FW.T).gather(1, indices).flatten())
+
+
+def test_code_density_is_estimated_on_a_row_sample():
+    codes = torch.zeros(1024, 100)
+    codes[:, :7] = 1.0
+    assert code_density(codes) == pytest.approx(0.07)
+
+
+# ----- relu ----------------------------------------------------------------------------------
+
+def _relu_reference(dictionary, x, target, scale):
+    codes = torch.relu(_encoder_input(dictionary, x) @ dictionary.W_enc + dictionary.b_enc)
+    recon = _decode(dictionary, codes, x)
+    weight = dictionary.W_dec.norm(dim=1) if dictionary.options["weight_l1_by_decoder_norm"] else 1.0
+    sparsity = dictionary.options["l1_coeff"] * scale * (codes * weight).sum(-1).mean()
+    mse = _mse(recon, target)
+    return mse + sparsity, mse, sparsity, codes, recon
+
+
+RELU_CASES = {
+    "plain": ({}, {}),
+    "weighted": ({"weight_l1_by_decoder_norm": True}, {}),
+    "uncentred": ({"apply_b_dec_to_input": False}, {}),
+    "transcoder": ({"weight_l1_by_decoder_norm": True}, {"d_out": D + 3, "skip": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(RELU_CASES))
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_relu_fast_path_matches_dense_reference(case, path):
+    options, shape = RELU_CASES[case]
+    torch.manual_seed(0)
+    dictionary = _perturbed(make_dictionary("relu", D, F, dtype=torch.float64, **shape, **options))
+    with torch.no_grad():
+        dictionary.b_enc.sub_(0.3)  # sparse-ish codes, as late in training
+    dictionary.max_sparse_density = 1.0 if path == "sparse" else 0.0
+    x = _data().requires_grad_()  # the input's gradient is checked too
+    target = _data(d=dictionary.d_out, seed=2) if "d_out" in shape else None
+    out = dictionary.loss(x, target, sparsity_scale=0.7)
+    # Backpropagating through the codes as well exercises the codes' own gradient.
+    fast = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
+    loss, mse, sparsity, codes, recon = _relu_reference(dictionary, x, x if target is None else target, 0.7)
+    reference = _grads(dictionary, loss + 0.01 * codes.pow(2).sum(), x)
+    for got, want in ((out.loss, loss), (out.mse, mse), (out.sparsity, sparsity), (out.codes, codes),
+                      (out.recon, recon)):
+        torch.testing.assert_close(got, want, **TOL)
+    _assert_same_grads(fast, reference)
+    assert 0 < (codes > 0).float().mean() < 0.6
+
+
+def test_relu_paths_agree_in_float32_and_without_sparsity_gradient():
+    torch.manual_seed(0)
+    dictionary = _perturbed(make_dictionary("relu", D, F, weight_l1_by_decoder_norm=True))
+    x = _data(dtype=torch.float32)
+    results = []
+    for density, fast in ((1.0, True), (0.0, True), (0.0, False)):
+        dictionary.max_sparse_density, dictionary.fast_path = density, fast
+        out = dictionary.loss(x, sparsity_scale=0.0)
+        results.append((out.loss.detach(), _grads(dictionary, out.loss)))
+    for loss, grads in results[:2]:
+        torch.testing.assert_close(loss, results[2][0])
+        _assert_same_grads(grads, results[2][1], tol={"rtol": 1e-4, "atol": 1e-5})
+
+
+# ----- topk ----------------------------------------------------------------------------------
+
+def _topk_reference(dictionary, x, target):
+    """Dense top-k and AuxK, with the dead latents as they are after the fast loss recorded firing."""
+    pre = _encoder_input(dictionary, x) @ dictionary.W_enc + dictionary.b_enc
+    values, indices = pre.topk(dictionary.options["k"], dim=-1)
+    codes = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+    recon = _decode(dictionary, codes, x)
+    mse = _mse(recon, target)
+    dead = dictionary.dead_latents()
+    aux = torch.zeros((), dtype=pre.dtype)
+    if dead.any():
+        k_aux = min(dictionary.options["aux_k"], int(dead.sum()))
+        aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1)
+        aux_codes = torch.zeros_like(pre).scatter(-1, aux_indices, torch.relu(aux_values))
+        aux = dictionary.options["aux_coeff"] * _mse(aux_codes @ dictionary.W_dec, (target - recon).detach())
+    return mse + aux, mse, aux, codes, recon
+
+
+@pytest.mark.parametrize("dead", [False, True])
+@pytest.mark.parametrize("shape", [{}, {"d_out": D + 3, "skip": True}], ids=["sae", "transcoder"])
+def test_topk_fast_path_matches_dense_reference(dead, shape):
+    torch.manual_seed(0)
+    # 512 latents: wide enough for top_indices' block pre-selection (the path used at real sizes).
+    dictionary = _perturbed(make_dictionary("topk", D, 512, k=4, aux_k=8, dead_after_tokens=100,
+                                            dtype=torch.float64, **shape))
+    if dead:
+        with torch.no_grad():
+            dictionary.tokens_since_fired.fill_(1000)  # all but this batch's latents are dead
+    x = _data().requires_grad_()
+    target = _data(d=dictionary.d_out, seed=2) if shape else x
+    out = dictionary.loss(x, target if shape else None)
+    fast = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
+    assert int(dictionary.dead_latents().sum()) > (100 if dead else -1)
+    loss, mse, aux, codes, recon = _topk_reference(dictionary, x, target)
+    reference = _grads(dictionary, loss + 0.01 * codes.pow(2).sum(), x)
+    for got, want in ((out.loss, loss), (out.mse, mse), (out.aux, aux), (out.codes, codes), (out.recon, recon)):
+        torch.testing.assert_close(got, want.to(got.dtype), **TOL)
+    assert (out.aux > 0) == dead
+    _assert_same_grads(fast, reference)
+
+
+def test_topk_fast_and_plain_paths_record_the_same_firing():
+    torch.manual_seed(0)
+    fast = make_dictionary("topk", D, F, k=4, dead_after_tokens=100)
+    plain = copy.deepcopy(fast)
+    plain.fast_path = False
+    for seed in range(3):
+        x = _data(seed=seed, dtype=torch.float32)
+        out_fast, out_plain = fast.loss(x), plain.loss(x)
+        torch.testing.assert_close(out_fast.loss, out_plain.loss)
+        assert torch.equal(out_fast.codes > 0, out_plain.codes > 0)
+        assert torch.equal(fast.tokens_since_fired, plain.tokens_since_fired)
+    assert (fast.tokens_since_fired > 0).any() and (fast.tokens_since_fired == 0).any()
+
+
+def test_fast_paths_stay_off_where_they_do_not_apply():
+    dictionary = make_dictionary("topk", D, F, k=4, dtype=torch.bfloat16)
+    assert not dictionary._fast_path_applies(_data(dtype=torch.bfloat16))
+    dictionary = make_dictionary("relu", D, F)
+    assert dictionary._fast_path_applies(_data(dtype=torch.float32))
+    dictionary.fast_path = False
+    assert not dictionary._fast_path_applies(_data(dtype=torch.float32))
+
+
+@pytest.mark.parametrize("f, k", [(512, 8), (4608, 32), (256, 4), (100, 4), (128, 32)])
+def test_top_indices_selects_the_k_largest(f, k):
+    from monosemantic.dictionaries.fast_topk import top_indices
+    g = torch.Generator().manual_seed(f + k)
+    pre = torch.randn(50, f, generator=g)
+    pre[0, : 4 * k] += 10.0  # the top k crowded into few blocks
+    pre[1, ::32] += 10.0  # one per block
+    chosen = top_indices(pre, k)
+    assert chosen.shape == (50, k) and chosen.dtype == torch.int64
+    assert all(len(set(row.tolist())) == k for row in chosen)  # k distinct latents per row
+    torch.testing.assert_close(pre.gather(1, chosen).sort(1).values, pre.topk(k, dim=-1).values.sort(1).values)
+
+
+def test_scratch_reuses_memory_only_once_nothing_refers_to_it():
+    from monosemantic.dictionaries import scratch
+    scratch.release()
+    shape = (1024, 4096)  # 16 MB in float32: large enough to be pooled
+    first = scratch.empty(shape, torch.float32)
+    first.fill_(1.0)
+    pointer = first.data_ptr()
+    second = scratch.empty(shape, torch.float32)
+    assert second.data_ptr() != pointer  # first is alive: its block is not handed out
+    view = first[:10]
+    del first
+    third = scratch.empty(shape, torch.float32)
+    assert third.data_ptr() not in (pointer, second.data_ptr())  # a view keeps the block busy
+    assert torch.equal(view, torch.ones(10, 4096))
+    del view, third
+    again = scratch.empty((512, 4096), torch.float64)  # any dtype and smaller shapes fit a free block
+    assert again.data_ptr() == pointer and again.shape == (512, 4096) and again.is_contiguous()
+    small = scratch.empty((3, 4), torch.float32)  # small tensors come from the allocator
+    assert small.shape == (3, 4)
+    scratch.release()
+
+
+@pytest.mark.parametrize("arch, options", [("relu", {}), ("topk", {"k": 16})])
+def test_pooled_buffers_never_change_earlier_outputs(arch, options):
+    # [1024, 4096] float32 codes are 16 MB: the fast paths take them from the scratch pool.
+    torch.manual_seed(0)
+    dictionary = make_dictionary(arch, 32, 4096, **options)
+    plain = copy.deepcopy(dictionary)
+    plain.fast_path = False
+    x1, x2 = _data(1024, 32, seed=1, dtype=torch.float32), _data(1024, 32, seed=2, dtype=torch.float32)
+    first = dictionary.loss(x1)
+    kept = first.codes.clone()
+    first.loss.backward()
+    second = dictionary.loss(x2)  # while `first` is alive
+    assert torch.equal(first.codes, kept)
+    del first
+    third = dictionary.loss(x1)  # the first step's block is free again
+    torch.testing.assert_close(third.codes, kept)
+    torch.testing.assert_close(second.codes, plain.loss(x2).codes)
