@@ -29,7 +29,9 @@ class Firing:
         if not self.owned and replicas.world == 1:
             return  # the dictionary's own count is already right
         local_rows = codes_NF.shape[0]
-        fired_F = replicas.any_((codes_NF.reshape(-1, self.counts_F.shape[0]) > 0).any(dim=0))
+        # Codes of every trained architecture are non-negative, so a column max > 0 means "fired";
+        # one reduction is ~4x cheaper than materialising a [N, F] boolean mask first.
+        fired_F = replicas.any_(codes_NF.reshape(-1, self.counts_F.shape[0]).amax(dim=0) > 0)
         global_rows = local_rows * replicas.world
         # A dictionary with its own counter has counted its local rows already: where it saw no
         # firing, its count is the old one plus local_rows, so swap those for the global rows.
