@@ -98,7 +98,8 @@ def test_evaluate_writes_a_report_against_baselines_and_compare_prints_mmcs(tiny
     assert {"topk_k8_x2", "neurons", "pca", "ica", "probing"} <= names
     neurons = next(e for e in report["results"] if e["name"] == "neurons" and e["kind"] == "ReconstructionResult")
     assert abs(neurons["result"]["fvu"]) < 1e-5  # the neuron basis reconstructs exactly
-    assert "probing" in (tmp_path / "eval" / "report.md").read_text().lower()
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Probing" in markdown and "| comment |" in markdown  # classes by their Python token names
 
     result = runner.invoke(app, ["compare", str(tmp_path / "run4" / "topk_k4_x2"), str(sae)])
     assert result.exit_code == 0, result.output

@@ -20,7 +20,7 @@ from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
 from .absorption import absorption
 from .clustering import cluster_codes
-from .labels import labelled_activations, labelled_windows
+from .labels import PYTHON_CATEGORIES, labelled_activations, labelled_windows
 from .metrics import evaluate_reconstruction
 from .probing import probe_dictionaries
 from .report import write_report
@@ -90,9 +90,11 @@ def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, *, name: str
         if "splice" in tasks:
             found.append(evaluate_splice(lm, candidate, windows_WS))
         if "clustering" in tasks:
-            found.append(cluster_codes(candidate, rows, windows_WS, lm.tokenizer, seed=seed, name=label))
+            found.append(cluster_codes(candidate, rows, windows_WS, lm.tokenizer, classes=PYTHON_CATEGORIES, seed=seed,
+                                        name=label))
     if "probing" in tasks:
-        results["probing"] = [probe_dictionaries(contenders, rows.acts_ND, rows.labels_N, rows.window_N, seed=seed)]
+        results["probing"] = [probe_dictionaries(contenders, rows.acts_ND, rows.labels_N, rows.window_N,
+                                                  classes=PYTHON_CATEGORIES, seed=seed)]
     if "absorption" in tasks:
         results.setdefault(name, []).append(absorption(lm, dictionary, site))
     return write_report(results, out_dir, title=f"Evaluation of {name} on {lm.name} {site}")
