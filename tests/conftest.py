@@ -8,6 +8,7 @@ cost nothing to make.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,6 +41,25 @@ def _tiny_config(family: str):
 
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "gemma", "gemma2")
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch threads, restoring the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models and small problems gain nothing from more threads, and on a shared 2-core machine
+    OpenMP threads stall each other; modules opt in with ``pytestmark``."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -13,18 +13,12 @@ from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import LETTERS, absorption, first_letter_task, measure_absorption, word_activations
 from monosemantic.models import load_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 SITE = "blocks.1.resid_post"
 D = 24
 S_LATENT, SNAKE_LATENT, ANIMAL_LATENT = 1, 3, 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _absorbing_case(n_per_letter=300, n_snake=9, seed=0):

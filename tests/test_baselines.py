@@ -13,14 +13,7 @@ from monosemantic.dictionaries import load_dictionary_native, make_dictionary, s
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import evaluate_reconstruction
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machines running the suite are shared: small problems gain nothing from more threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sample(n=2000, d=12, seed=0):

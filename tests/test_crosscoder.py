@@ -4,7 +4,6 @@ shared and source-specific features on synthetic two-source data."""
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch
 from monosemantic.dictionaries import (
     Crosscoder, load_dictionary_native, make_dictionary, read_config, reconstruction_mse, save_dictionary)
 from monosemantic.errors import MonosemanticError
+from conftest import torch_threads
 
 S, D, F, N = 2, 8, 48, 40
 CASES = {"relu": {}, "topk": {"activation": "topk", "k": 4, "aux_k": 6, "dead_after_tokens": 100}}
@@ -191,15 +191,6 @@ def test_loss_and_gradients_match_the_reference(case, density):
 
 # ----- synthetic ground truth: shared and source-0-only features ---------------------------------
 
-@contextmanager
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 def _unit(t):
     return t / t.norm(dim=-1, keepdim=True)
@@ -220,7 +211,7 @@ def _train_two_sources(steps, lr, **options):
     crosscoder = make_dictionary("crosscoder", d, 256, n_sources=2, **options)
     crosscoder.init_b_dec_(batch(4096))
     opt = torch.optim.Adam(crosscoder.parameters(), lr=lr)
-    with _one_thread():
+    with torch_threads(1):
         for _ in range(steps):
             out = crosscoder.loss(batch(1024))
             opt.zero_grad(set_to_none=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from monosemantic.dictionaries import (
     ARCHITECTURES, DictionaryConfig, geometric_median, load_dictionary_native, make_dictionary, save_dictionary)
 from monosemantic.dictionaries.ste import jumprelu, step
 from monosemantic.errors import MonosemanticError
+from conftest import torch_threads
 
 D, F, N = 16, 32, 64
 
@@ -378,16 +378,6 @@ def test_transcoder_targets_and_skip_connection():
 
 # ----- synthetic ground truth ------------------------------------------------------------------
 
-@contextmanager
-def _one_thread():
-    # Tiny matmuls: one thread avoids synchronisation overhead, and is far steadier on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 def _sparse_batch(dirs_TD, g, n=1024):
     # About 3 of 256 true features active per row, with magnitudes uniform in [0.5, 1.5].
@@ -405,7 +395,7 @@ def _recovery(arch, steps, lr, seed=0, **options):
     dictionary = make_dictionary(arch, 32, 512, **options)
     dictionary.init_b_dec_(_sparse_batch(dirs_TD, g, 4096))
     opt = torch.optim.Adam(dictionary.parameters(), lr=lr)
-    with _one_thread():
+    with torch_threads(1):
         for _ in range(steps):
             out = dictionary.loss(_sparse_batch(dirs_TD, g))
             opt.zero_grad(set_to_none=True)

@@ -19,16 +19,9 @@ from monosemantic.evaluation import (
     stitch, store_rows, store_windows)
 from monosemantic.models import load_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SITE = "blocks.1.resid_post"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machines running the suite are shared: tiny models gain nothing from more threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _strict_json(result) -> dict:

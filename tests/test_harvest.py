@@ -21,6 +21,8 @@ from monosemantic.data import storable_mask, text_source, token_windows
 from monosemantic.errors import StoreError
 from monosemantic.models import load_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SITES = ["blocks.1.resid_post", "blocks.2.mlp_out"]
 # Module whose output each site is, per family, in plain transformers terms.
 MODULES = {
@@ -39,15 +41,6 @@ from monosemantic.activations import harvest
 from monosemantic.models import load_model
 harvest(load_model(sys.argv[1]), json.loads(sys.argv[3]), sys.argv[2], **json.loads(sys.argv[5]))
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and a busy machine makes OpenMP threads stall each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,7 @@ from monosemantic.evaluation import (
     labels_from_spans, labels_from_tokens, probe_dictionaries, python_token_labels)
 from monosemantic.models import load_model
 
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machines running the suite are shared: tiny models and small probes gain nothing from more threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _strict_json(result) -> dict:

@@ -16,13 +16,7 @@ from monosemantic.evaluation import (
     ProbeScore, ProbingConfig, ProbingResult, ReconstructionConfig, ReconstructionResult, SpliceConfig, SpliceResult,
     TokenExample, density_summary, mmcs, write_report)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reconstruction(arch, d_sae, l0, fvu, k=None, seed=0):

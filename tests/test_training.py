@@ -29,16 +29,9 @@ from monosemantic.training.resample import resample_dead_
 from monosemantic.training.distributed import SingleProcess
 from monosemantic.training.schedules import lr_factor, sparsity_scale
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: threads only add overhead, and a loaded 2-core machine makes it worse.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def sparse_data(n: int, d: int, m: int, active: int = 3, seed: int = 100, d_out: int | None = None):

@@ -19,6 +19,8 @@ import torch
 
 from monosemantic.training import Trainer, read_metrics
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 SETUP = textwrap.dedent("""
@@ -62,14 +64,6 @@ def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
         if done.returncode == 0 or not _NETWORK_TROUBLE.search(done.stderr):
             break
     return done
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_two_processes_train_like_one(tmp_path):
