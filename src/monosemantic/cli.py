@@ -245,6 +245,7 @@ def evaluate(
         "identity,pca,ica",
     windows: Annotated[int, typer.Option(help="Held-out context windows to evaluate on.")] = 64,
     context: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    min_tokens: Annotated[int, typer.Option(help="Fewest scored tokens accepted.")] = 2000,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
 ):
@@ -258,7 +259,8 @@ def evaluate(
     lm = _load(spec, device, "float32", threads)
     split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
     report = evaluate_suite(lm, loaded.to(lm.device), out or dictionary / "eval", name=dictionary.name,
-                            tasks=split(tasks), baselines=split(baselines), n_windows=windows, context_length=context)
+                            tasks=split(tasks), baselines=split(baselines), n_windows=windows, context_length=context,
+                            min_tokens=min_tokens)
     typer.echo(f"report: {report} (also report.html, report.json)")
 
 

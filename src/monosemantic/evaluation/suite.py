@@ -65,8 +65,11 @@ def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, n_w
 
 def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, *, name: str = "sae",
                    tasks: Sequence[str] = TASKS, baselines: Sequence[str] = BASELINES, n_windows: int = 64,
-                   context_length: int = 128, seed: int = 0) -> Path:
-    """Run ``tasks`` on ``dictionary`` and the baselines; write ``report.md/.html/.json``; return its path."""
+                   context_length: int = 128, min_tokens: int = 2000, seed: int = 0) -> Path:
+    """Run ``tasks`` on ``dictionary`` and the baselines; write ``report.md/.html/.json``; return its path.
+
+    ``min_tokens``: fewer scored tokens than this is an error (density statistics need them).
+    """
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise MonosemanticError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
@@ -86,7 +89,7 @@ def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, *, name: str
     for label, candidate in contenders.items():
         found = results.setdefault(label, [])
         if "reconstruction" in tasks:
-            found.append(evaluate_reconstruction(candidate, rows.acts_ND, min_tokens=min(2000, len(rows.acts_ND))))
+            found.append(evaluate_reconstruction(candidate, rows.acts_ND, min_tokens=min_tokens))
         if "splice" in tasks:
             found.append(evaluate_splice(lm, candidate, windows_WS))
         if "clustering" in tasks:
