@@ -319,6 +319,9 @@ def test_store_rows_and_windows_are_the_held_out_split(llama, tmp_path):
     assert torch.equal(held, expected) and held.shape[0] >= 2
     # Held-out windows drawn from the same corpus are the store's held-out windows.
     assert torch.equal(corpus_windows(llama.tokenizer, n_windows=held.shape[0], context_length=24), held)
+    # ...and its training windows are the store's other windows, in order.
+    trained = windows_in_store[~held_out(torch.arange(windows_in_store.shape[0]), 0.05)][:10]
+    assert torch.equal(corpus_windows(llama.tokenizer, n_windows=10, context_length=24, split="train"), trained)
     n_holdout = int(held_out(store.tokens().window, 0.05).sum())
     with pytest.raises(MonosemanticError, match="at least 2,000 tokens"):
         evaluate_reconstruction(identity, store_rows(store, identity))  # the held-out split is small here

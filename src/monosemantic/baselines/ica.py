@@ -26,12 +26,7 @@ INSTALL_HINT = "pip install 'monosemantic[eval]' (or pip install scikit-learn)"
 class ICABaseline(LinearBaseline):
     OPTIONS = {**PROVENANCE_OPTIONS, "max_iter": 1000, "tol": 1e-4, "converged": None}
 
-    @classmethod
-    def _check_options(cls, options, config):
-        if config.d_sae > config.d_in:
-            raise MonosemanticError(f"ICA has at most d_in={config.d_in} components; got d_sae={config.d_sae}; "
-                                    f"pass n_components <= {config.d_in}")
-        return super()._check_options(options, config)
+    AT_MOST_D_IN = True
 
 
 def fit_ica(x_ND: Tensor, *, n_components: int | None = None, seed: int = 0, site: str | None = None,

@@ -26,9 +26,14 @@ class LinearBaseline(Dictionary):
     """Codes ``(x - b_dec) @ W_enc + b_enc``, reconstruction ``codes @ W_dec + b_dec``."""
 
     OPTIONS = dict(PROVENANCE_OPTIONS)
+    # Bases fitted from the data's own directions (PCA, ICA) have at most d_in components.
+    AT_MOST_D_IN = False
 
     @classmethod
     def _check_options(cls, options: dict, config) -> dict:
+        if cls.AT_MOST_D_IN and config.d_sae > config.d_in:
+            raise MonosemanticError(f"{cls.arch.upper()} has at most d_in={config.d_in} components; got "
+                                    f"d_sae={config.d_sae}; pass n_components <= {config.d_in}")
         for name in PROVENANCE_OPTIONS.keys() & options.keys():
             value = options[name]
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -21,12 +21,7 @@ from .linear import LinearBaseline, build, check_sample
 class PCABaseline(LinearBaseline):
     """``W_dec [k, D]``: principal directions by decreasing variance; ``W_enc = W_dec.T``."""
 
-    @classmethod
-    def _check_options(cls, options, config):
-        if config.d_sae > config.d_in:
-            raise MonosemanticError(f"PCA has at most d_in={config.d_in} components; got d_sae={config.d_sae}; "
-                                    f"pass n_components <= {config.d_in}")
-        return super()._check_options(options, config)
+    AT_MOST_D_IN = True
 
 
 def principal_directions(x_ND: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -61,6 +61,17 @@ def reconstruction_mse(recon_ND: Tensor, target_ND: Tensor) -> Tensor:
     return diff.pow(2).sum(-1).mean()
 
 
+def check_loss_inputs(x: Tensor, target: Tensor, sparsity_scale) -> float:
+    """The sparsity scale as a float, after checking that input and target rows pair up."""
+    if target.shape[0] != x.shape[0]:
+        raise MonosemanticError(f"input has {x.shape[0]} rows but target has {target.shape[0]}; "
+                                "pass rows from the same tokens")
+    scale = float(sparsity_scale)
+    if not 0.0 <= scale <= 1.0:
+        raise MonosemanticError(f"sparsity_scale must be in [0, 1]; got {sparsity_scale!r}")
+    return scale
+
+
 # Options every architecture accepts. None means "chosen from the config" (see resolve_options).
 COMMON_OPTIONS: dict[str, Any] = {"apply_b_dec_to_input": None}
 
@@ -208,13 +219,7 @@ class Dictionary(nn.Module):
                                         "call loss(x, target)")
             target_ND = x_ND
         target_ND = self._rows(target_ND, self.d_out, "target")
-        if target_ND.shape[0] != x_ND.shape[0]:
-            raise MonosemanticError(f"input has {x_ND.shape[0]} rows but target has {target_ND.shape[0]}; "
-                                    "pass rows from the same tokens")
-        scale = float(sparsity_scale)
-        if not 0.0 <= scale <= 1.0:
-            raise MonosemanticError(f"sparsity_scale must be in [0, 1]; got {sparsity_scale!r}")
-        return self._loss(x_ND, target_ND, scale)
+        return self._loss(x_ND, target_ND, check_loss_inputs(x_ND, target_ND, sparsity_scale))
 
     def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
         raise NotImplementedError

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..errors import MonosemanticError
 from . import fast_topk
 from .auxk import AuxKDictionary, check_auxk_options
-from .base import DictionaryOutput, LossOutput, _positive, _remove_radial_, reconstruction_mse
+from .base import DictionaryOutput, LossOutput, _positive, _remove_radial_, check_loss_inputs, reconstruction_mse
 from .fast_relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .median import geometric_median
 from .options import check_float, check_int
@@ -166,12 +166,7 @@ class Crosscoder(AuxKDictionary):
         """
         x_NSD = self._inputs(x_NSD)
         target_NSD = x_NSD if target_NSD is None else self._inputs(target_NSD, "target")
-        if target_NSD.shape[0] != x_NSD.shape[0]:
-            raise MonosemanticError(f"input has {x_NSD.shape[0]} rows but target has {target_NSD.shape[0]}; "
-                                    "pass rows from the same tokens")
-        scale = float(sparsity_scale)
-        if not 0.0 <= scale <= 1.0:
-            raise MonosemanticError(f"sparsity_scale must be in [0, 1]; got {sparsity_scale!r}")
+        scale = check_loss_inputs(x_NSD, target_NSD, sparsity_scale)
         n = x_NSD.shape[0]
         x_NO, target_NO = x_NSD.reshape(n, -1), target_NSD.reshape(n, -1)
         if self.options["activation"] == "relu":

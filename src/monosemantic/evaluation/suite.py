@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from ..activations import held_out
 from ..baselines import fit_baseline
-from ..data import storable_mask, text_source, token_windows
+from ..data import storable_mask
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
 from .absorption import absorption
@@ -25,30 +23,17 @@ from .metrics import evaluate_reconstruction
 from .probing import probe_dictionaries
 from .report import write_report
 from .splice import evaluate_splice
+from .windows import corpus_windows
 
 TASKS = ("reconstruction", "splice", "probing", "clustering", "absorption")
 BASELINES = ("identity", "pca", "ica")
 
 
-def training_windows(tokenizer, n_windows: int, context_length: int, corpus="stdlib", holdout: float = 0.05) -> Tensor:
-    """The first ``n_windows`` windows of ``corpus`` that are NOT held out, ``[W, S]``."""
-    kept = []
-    for index, window_S in enumerate(token_windows(text_source(corpus), tokenizer, context_length)):
-        if not bool(held_out(torch.tensor([index]), holdout)):
-            kept.append(window_S)
-            if len(kept) == n_windows:
-                return torch.stack(kept)
-    raise MonosemanticError(f"corpus yields only {len(kept)} training windows; ask for fewer")
-
-
 def site_rows(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> Tensor:
     """Activations ``[N, D]`` of ``site`` at the positions a store would keep."""
-    mask_WS = storable_mask(windows_WS, lm.tokenizer.all_special_ids)
-    rows = []
-    for start in range(0, windows_WS.shape[0], batch_size):
-        acts_BSD = lm.capture(windows_WS[start:start + batch_size], [site])[site]
-        rows.append(acts_BSD[mask_WS[start:start + batch_size].to(acts_BSD.device)].float().cpu())
-    return torch.cat(rows)
+    # Positions a store keeps get label 0, the rest -1 (which labelled_activations skips).
+    keep_WS = storable_mask(windows_WS, lm.tokenizer.all_special_ids)
+    return labelled_activations(lm, site, windows_WS, keep_WS.long() - 1, batch_size=batch_size).acts_ND
 
 
 def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, n_windows: int = 64,
@@ -56,7 +41,8 @@ def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, n_w
     """Baselines fitted on training-split activations of ``site``; ``identity`` is the neuron basis."""
     if not kinds:
         return {}
-    x_ND = site_rows(lm, site, training_windows(lm.tokenizer, n_windows, context_length))
+    x_ND = site_rows(lm, site, corpus_windows(lm.tokenizer, n_windows=n_windows, context_length=context_length,
+                                              split="train"))
     names = {"identity": "neurons"}
     return {names.get(kind, kind): fit_baseline(kind, x_ND, n_components=None if kind == "identity" else n_components,
                                                 seed=seed, site=site, model=lm.name)

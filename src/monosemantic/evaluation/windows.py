@@ -18,20 +18,24 @@ from ..errors import MonosemanticError
 
 
 def corpus_windows(tokenizer, corpus="stdlib", *, n_windows: int, context_length: int = 128,
-                   prepend_bos: bool = False, holdout: float | None = 0.05, text_column: str = "text") -> Tensor:
-    """The first ``n_windows`` held-out windows ``[W, S]`` (int64) of ``corpus`` (all windows with ``holdout=None``)."""
+                   prepend_bos: bool = False, holdout: float | None = 0.05, text_column: str = "text",
+                   split: str = "holdout") -> Tensor:
+    """The first ``n_windows`` windows ``[W, S]`` (int64) of ``corpus``'s ``split`` ("holdout" or "train";
+    every window with ``holdout=None``)."""
     _check_count("n_windows", n_windows)
     if holdout is not None and not 0 < holdout < 1:
         raise MonosemanticError(f"holdout={holdout!r} is not a fraction in (0, 1); try 0.05, or None for every window")
+    if split not in ("holdout", "train"):
+        raise MonosemanticError(f"split {split!r} is unknown; expected holdout or train")
     kept: list[Tensor] = []
     windows = token_windows(text_source(corpus, text_column=text_column), tokenizer, context_length,
                             prepend_bos=prepend_bos)
     for index, window_S in enumerate(windows):
-        if holdout is None or bool(held_out(torch.tensor([index]), holdout)):
+        if holdout is None or bool(held_out(torch.tensor([index]), holdout)) == (split == "holdout"):
             kept.append(window_S)
             if len(kept) == n_windows:
                 return torch.stack(kept)
-    raise MonosemanticError(f"corpus {corpus!r} yields only {len(kept)} held-out windows of {context_length} tokens, "
+    raise MonosemanticError(f"corpus {corpus!r} yields only {len(kept)} {split} windows of {context_length} tokens, "
                             f"fewer than the {n_windows} asked; ask for fewer windows or use a bigger corpus")
 
 
