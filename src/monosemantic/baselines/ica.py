@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..dictionaries import register
 from ..errors import MonosemanticError
-from .linear import PROVENANCE_OPTIONS, LinearBaseline, build, check_sample
+from .linear import PROVENANCE_OPTIONS, LinearBaseline, build, check_sample, component_count
 
 INSTALL_HINT = "pip install 'monosemantic[eval]' (or pip install scikit-learn)"
 
@@ -43,10 +43,7 @@ def fit_ica(x_ND: Tensor, *, n_components: int | None = None, seed: int = 0, sit
         raise MonosemanticError(f"the ica baseline needs scikit-learn, not installed; {INSTALL_HINT}") from None
     x_ND = check_sample("ica", x_ND)
     N, D = x_ND.shape
-    k = D if n_components is None else n_components
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(N, D):
-        raise MonosemanticError(f"ICA n_components={n_components!r} is invalid; expected an integer in "
-                                f"[1, {min(N, D)}] (at most the width and the number of rows)")
+    k = component_count("ica", n_components, x_ND)
     ica = FastICA(n_components=k, whiten="unit-variance", max_iter=max_iter, tol=tol, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

@@ -95,3 +95,13 @@ def check_sample(kind: str, x_ND, least_rows: int = 2) -> Tensor:
         raise MonosemanticError(f"the {kind} baseline's sample holds NaN or infinite values; "
                                 "drop those rows first")
     return x_ND.detach().to("cpu", torch.float64)
+
+
+def component_count(kind: str, n_components, x_ND: Tensor) -> int:
+    """``n_components`` (default: the width) checked against the width and the number of rows."""
+    N, D = x_ND.shape
+    k = D if n_components is None else n_components
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(N, D):
+        raise MonosemanticError(f"{kind.upper()} n_components={n_components!r} is invalid; expected an integer in "
+                                f"[1, {min(N, D)}] (at most the width and the number of rows)")
+    return k

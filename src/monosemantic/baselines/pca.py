@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 
 from ..dictionaries import register
-from ..errors import MonosemanticError
-from .linear import LinearBaseline, build, check_sample
+from .linear import LinearBaseline, build, check_sample, component_count
 
 
 @register("pca")
@@ -43,10 +42,7 @@ def fit_pca(x_ND: Tensor, *, n_components: int | None = None, seed: int = 0, sit
     """PCA with ``n_components`` (default: all ``D``) directions; deterministic, so ``seed`` is unused."""
     x_ND = check_sample("pca", x_ND)
     N, D = x_ND.shape
-    k = D if n_components is None else n_components
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(N, D):
-        raise MonosemanticError(f"PCA n_components={n_components!r} is invalid; expected an integer in "
-                                f"[1, {min(N, D)}] (at most the width and the number of rows)")
+    k = component_count("pca", n_components, x_ND)
     mean_D, V_kD = principal_directions(x_ND, k)
     dictionary = build("pca", D, k, site=site, model=model, fit_rows=N)
     dictionary.set_weights_(V_kD.T, V_kD, mean_D)
