@@ -144,7 +144,9 @@ def build(arch: str, f: int, seed: int = 0, **options):
 
 
 def adam(dictionary, args):
-    return torch.optim.Adam(dictionary.parameters(), lr=1e-4, fused=args.fused_adam or None)
+    """The Trainer's optimizer: fused Adam over contiguous aliases of transposed parameters."""
+    from monosemantic.training.optimizer import Adam
+    return Adam(dictionary.parameters(), lr=1e-4, fused=True)
 
 
 # ----- the cases ---------------------------------------------------------------------------------
@@ -237,10 +239,15 @@ class TimedSource:
         self.gemm_times: list[float] = []
 
     def batches(self, batch_size: int, *, seed: int, start_step: int = 0):
+        inner = iter(self.inner.batches(batch_size, seed=seed, start_step=start_step))
         handed_out = None
-        for batch in self.inner.batches(batch_size, seed=seed, start_step=start_step):
+        while True:
+            # Resumed by the Trainer's request: the step ends here, before the source draws a batch.
             if handed_out is not None:
                 self.step_times.append(time.perf_counter() - handed_out)
+            batch = next(inner, None)
+            if batch is None:
+                return
             self.gemm_times.append(self.gemm.seconds())
             handed_out = time.perf_counter()
             yield batch
@@ -354,7 +361,6 @@ def main() -> None:
     parser.add_argument("--late-l0", type=float, default=45.0, help="L0 of the simulated late-training relu")
     parser.add_argument("--cache", default="~/.cache/monosemantic/benchmarks")
     parser.add_argument("--synthetic", action="store_true", help="Gaussian rows instead of SmolLM2 activations")
-    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True) in the plain step loop")
     parser.add_argument("--no-trainer", action="store_true", help="skip the Trainer measurements")
     parser.add_argument("--compare-plain", action="store_true", help="also time each case with fast_path=False")
     parser.add_argument("--quality", action="store_true", help="FVU / L0 / dead after --quality-tokens")

@@ -88,6 +88,25 @@ def test_sparse_products_equal_dense_ones(dtype):
                                (table_NW @ table_FW.T).gather(1, indices).flatten())
 
 
+
+@pytest.mark.parametrize("width", [576, 577])
+def test_latent_sums_of_a_table_larger_than_cache_equal_dense_ones(width):
+    # [1024, 576] float32 is 2.4 MB: summed in 3 column slices (577 has no divisor to slice by).
+    torch.manual_seed(0)
+    indices = torch.randn(1024, 299).topk(8, dim=-1).indices + 1
+    indices[:, 0] = 0  # one latent on every row, as dominant latents are in real data
+    chosen = sparse_ops.from_indices(indices, 300)
+    values, table_NW = torch.rand(1024 * 8), torch.randn(1024, width)
+    assert sparse_ops._cache_slices(table_NW) == (3 if width == 576 else 1)
+    dense = torch.zeros(1024, 300).scatter_(1, indices, values.view(1024, 8))
+    sums_FW = sparse_ops.latent_sums(chosen, values, table_NW)
+    assert sums_FW.shape == (300, width) and sums_FW.is_contiguous()
+    torch.testing.assert_close(sums_FW, dense.T @ table_NW, rtol=1e-5, atol=1e-4)
+    # Slicing changes no sum: the unsliced sums are the same bits.
+    unsliced = torch.nn.functional.embedding_bag(chosen.rows_by_latent, table_NW, chosen.latent_offsets, mode="sum",
+                               per_sample_weights=values[chosen.by_latent], include_last_offset=True)
+    assert torch.equal(sums_FW, unsliced)
+
 def test_code_density_is_estimated_on_a_row_sample():
     codes = torch.zeros(1024, 100)
     codes[:, :7] = 1.0
@@ -247,6 +266,14 @@ def test_scratch_reuses_memory_only_once_nothing_refers_to_it():
     assert again.data_ptr() == pointer and again.shape == (512, 4096) and again.is_contiguous()
     small = scratch.empty((3, 4), torch.float32)  # small tensors come from the allocator
     assert small.shape == (3, 4)
+    del again
+    big = scratch.empty((4096, 4096), torch.float32)  # 64 MB: a new block
+    big_pointer = big.data_ptr()
+    del big
+    smaller = scratch.empty((1024, 2560), torch.float32)  # 10 MB: the free 16 MB block, not the 64 MB one
+    assert smaller.data_ptr() == pointer
+    other = scratch.empty((1024, 2560), torch.float32)  # 64 MB is more than twice 10 MB: a new block
+    assert other.data_ptr() != big_pointer
     scratch.release()
 
 

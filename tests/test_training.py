@@ -24,7 +24,7 @@ from monosemantic.dictionaries import load_dictionary_native, make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.training import (LiveSource, StoreSource, TensorSource, TrainConfig, Trainer, build_dictionaries,
                                    read_metrics, sweep, sweep_from_store, sweep_specs, train_from_store)
-from monosemantic.training.layout import Batch
+from monosemantic.training.layout import Batch, Layout, check_batch
 from monosemantic.training.resample import resample_dead_
 from monosemantic.training.distributed import SingleProcess
 from monosemantic.training.schedules import lr_factor, sparsity_scale
@@ -293,6 +293,25 @@ def test_nan_in_the_data_stops_training_naming_the_step_and_keeps_the_last_check
     kept = load_dictionary_native(tmp_path / "checkpoint" / "sae")
     assert all(bool(torch.isfinite(t).all()) for t in kept.state_dict().values() if t.is_floating_point())
     assert not (tmp_path / "sae").exists()
+
+
+def test_batch_check_finds_every_non_finite_value_and_passes_huge_finite_ones():
+    layout = Layout((4,), None, "tensor rows")
+    huge = torch.full((8, 4), 3e38)  # finite, but their sum overflows to inf
+    check_batch(Batch(huge, None), layout, 0, 8)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.zeros(8, 4)
+        x[5, 2] = bad
+        with pytest.raises(MonosemanticError, match=r"input rows hold NaN or inf at step 3 \(first at training row 29,"):
+            check_batch(Batch(x, None), layout, 3, 8)
+        # Either part: a bad target is found as well.
+        with pytest.raises(MonosemanticError, match=r"target rows hold NaN or inf at step 3 \(first at training row 29,"):
+            check_batch(Batch(torch.zeros(8, 4), x), Layout((4,), 4, "tensor rows"), 3, 8)
+    # inf and -inf together sum to NaN, and inf with finite values to inf: both still caught.
+    x = torch.ones(8, 4)
+    x[1, 0], x[6, 3] = float("inf"), -float("inf")
+    with pytest.raises(MonosemanticError, match=r"first at training row 1,"):
+        check_batch(Batch(x, None), layout, 0, 8)
 
 
 def test_shape_mismatches_are_reported_before_training(tmp_path):

@@ -66,8 +66,29 @@ class SparseCodes(NamedTuple):
 
 def reconstruction_mse(recon_ND: Tensor, target_ND: Tensor) -> Tensor:
     """Squared error summed over the width, averaged over rows (computed in float32 at least)."""
-    diff = recon_ND.float() - target_ND.float()
-    return diff.pow(2).sum(-1).mean()
+    return _SquaredError.apply(recon_ND.float(), target_ND.float())
+
+
+class _SquaredError(torch.autograd.Function):
+    """``||recon - target||^2 / rows`` in two passes forward and one backward.
+
+    Autograd of ``(recon - target).pow(2).sum()`` takes five passes over ``[N, D]``, and
+    ``mse_loss``'s backward zero-fills a fresh gradient before writing it; at N=4096, D=576 that
+    is ~3 ms of a ~150 ms top-k step.
+    """
+
+    @staticmethod
+    def forward(ctx, recon: Tensor, target: Tensor) -> Tensor:
+        diff = recon - target
+        ctx.save_for_backward(diff)
+        flat = diff.reshape(-1)
+        return torch.dot(flat, flat) / recon.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (diff,) = ctx.saved_tensors
+        grad_recon = diff * (2 * grad / diff.shape[0])
+        return grad_recon, (-grad_recon if ctx.needs_input_grad[1] else None)
 
 
 def check_loss_inputs(x: Tensor, target: Tensor, sparsity_scale) -> float:
@@ -359,8 +380,8 @@ def _unit_columns(d: int, f: int) -> Tensor:
 
 
 def _remove_radial_(grad_FD: Tensor, W_FD: Tensor) -> None:
-    """``grad -= (grad . w / w . w) w`` per row: three passes over [F, D] and no [F, D] temporaries."""
-    coeff_F = torch.linalg.vecdot(grad_FD, W_FD) / torch.linalg.vecdot(W_FD, W_FD).clamp_min(1e-24)
+    """``grad -= (grad . w / |w|^2) w`` per row, in place."""
+    coeff_F = torch.linalg.vecdot(grad_FD, W_FD) / torch.linalg.vector_norm(W_FD, dim=1).square().clamp_min(1e-24)
     grad_FD.addcmul_(W_FD, coeff_F[:, None], value=-1)
 
 

