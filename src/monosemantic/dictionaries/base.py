@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import MonosemanticError
+from . import scratch
 from .config import DictionaryConfig
 from .input_norm import check_input_norm, denormalize_rows, normalize_rows
 from .median import geometric_median
@@ -79,7 +80,7 @@ class _SquaredError(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, recon: Tensor, target: Tensor) -> Tensor:
-        diff = recon - target
+        diff = torch.sub(recon, target, out=_like(recon))
         ctx.save_for_backward(diff)
         flat = diff.reshape(-1)
         return torch.dot(flat, flat) / recon.shape[0]
@@ -87,8 +88,13 @@ class _SquaredError(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (diff,) = ctx.saved_tensors
-        grad_recon = diff * (2 * grad / diff.shape[0])
+        grad_recon = torch.mul(diff, 2 * grad / diff.shape[0], out=_like(diff))
         return grad_recon, (-grad_recon if ctx.needs_input_grad[1] else None)
+
+
+def _like(t: Tensor) -> Tensor:
+    """An uninitialised contiguous tensor like ``t``, from the scratch pool on CPU (see scratch)."""
+    return scratch.empty(tuple(t.shape), t.dtype) if t.device.type == "cpu" else torch.empty_like(t)
 
 
 def check_loss_inputs(x: Tensor, target: Tensor, sparsity_scale) -> float:
@@ -381,7 +387,9 @@ def _unit_columns(d: int, f: int) -> Tensor:
 
 def _remove_radial_(grad_FD: Tensor, W_FD: Tensor) -> None:
     """``grad -= (grad . w / |w|^2) w`` per row, in place."""
-    coeff_F = torch.linalg.vecdot(grad_FD, W_FD) / torch.linalg.vector_norm(W_FD, dim=1).square().clamp_min(1e-24)
+    # vecdot would multiply into a fresh [F, D] temporary; a pooled one spares its page faults.
+    dots_F = torch.mul(grad_FD, W_FD, out=_like(grad_FD)).sum(dim=1)
+    coeff_F = dots_F / torch.linalg.vector_norm(W_FD, dim=1).square().clamp_min(1e-24)
     grad_FD.addcmul_(W_FD, coeff_F[:, None], value=-1)
 
 

@@ -207,7 +207,7 @@ class Crosscoder(AuxKDictionary):
         encoding = fast_topk.encode_dense(x_NO, W_enc_IF, self.b_enc, b_dec_O if self.apply_b_dec_to_input else None)
         indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
         active, values_E = fast_topk.select(encoding, indices_NK)
-        recon_NO = fast_topk.decode(active, values_E, W_dec_FO) + b_dec_O
+        recon_NO = fast_topk.decode(active, values_E, W_dec_FO, b_dec_O)
         values_NK = values_E.view(indices_NK.shape)
         if self.training:
             self._record_selected_(indices_NK, values_NK)

@@ -35,18 +35,21 @@ class DenseEncoding(NamedTuple):
 def encode_dense(x_NI: Tensor, W_enc_IF: Tensor, b_enc_F: Tensor, centre_I: Tensor | None) -> DenseEncoding:
     """``(x - centre) @ W_enc + b_enc`` as a plain tensor, with what selections need for gradients."""
     with torch.no_grad():
-        xc_NI = x_NI if centre_I is None else x_NI - centre_I
+        xc_NI = x_NI if centre_I is None else torch.sub(x_NI, centre_I, out=_empty(x_NI, tuple(x_NI.shape)))
         pre_NF = _empty(x_NI, (x_NI.shape[0], W_enc_IF.shape[1]))
         torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=pre_NF)
     return DenseEncoding(pre_NF, xc_NI, x_NI, W_enc_IF, b_enc_F, centre_I)
 
 
-def _empty(like: Tensor, shape: tuple[int, int]) -> Tensor:
+def _empty(like: Tensor, shape: tuple[int, ...]) -> Tensor:
     return scratch.empty(shape, like.dtype) if like.device.type == "cpu" else like.new_empty(shape)
 
 
 # Blocks for the top-k pre-selection: 32 contiguous latents, then sub-blocks of 4 inside them.
+# Powers of two, so that positions split into (block, offset) by shifts and masks: integer
+# division and remainder of int64 tensors cost several times more.
 _BLOCK, _SUB_BLOCK = 32, 4
+_BLOCK_BITS, _SUB_BLOCK_BITS = _BLOCK.bit_length() - 1, _SUB_BLOCK.bit_length() - 1
 
 
 def top_indices(pre_NF: Tensor, k: int) -> Tensor:
@@ -66,8 +69,13 @@ def top_indices(pre_NF: Tensor, k: int) -> Tensor:
     subs_NK = _top_blocks(cand_NCS, k)  # sub-blocks of the k * 32 candidates
     final_NM = _gather_blocks(cand_NCS, subs_NK).view(n, k * _SUB_BLOCK)
     local_NK = final_NM.topk(k, dim=-1, sorted=False).indices  # in [0, k * 4)
-    position_NK = subs_NK.gather(1, local_NK // _SUB_BLOCK) * _SUB_BLOCK + local_NK % _SUB_BLOCK  # in [0, k * 32)
-    return blocks_NK.gather(1, position_NK // _BLOCK) * _BLOCK + position_NK % _BLOCK
+    position_NK = _join(subs_NK.gather(1, local_NK >> _SUB_BLOCK_BITS), local_NK, _SUB_BLOCK_BITS)  # in [0, k * 32)
+    return _join(blocks_NK.gather(1, position_NK >> _BLOCK_BITS), position_NK, _BLOCK_BITS)
+
+
+def _join(block_NK: Tensor, position_NK: Tensor, bits: int) -> Tensor:
+    """``block * 2**bits + position % 2**bits``: a position inside a chosen block made global."""
+    return (block_NK << bits) | (position_NK & ((1 << bits) - 1))
 
 
 def _top_blocks(blocks_NBS: Tensor, k: int) -> Tensor:
@@ -80,7 +88,8 @@ def _gather_blocks(blocks_NBS: Tensor, chosen_NK: Tensor) -> Tensor:
     in one piece, several times faster than gather's per-element indexing."""
     n, n_blocks, size = blocks_NBS.shape
     flat_NK = torch.arange(n, device=chosen_NK.device)[:, None] * n_blocks + chosen_NK
-    return blocks_NBS.reshape(-1, size).index_select(0, flat_NK.flatten()).view(n, -1, size)
+    out = _empty(blocks_NBS, (flat_NK.numel(), size))
+    return torch.index_select(blocks_NBS.reshape(-1, size), 0, flat_NK.flatten(), out=out).view(n, -1, size)
 
 
 class SelectedPreActs(torch.autograd.Function):
@@ -107,13 +116,14 @@ class SelectedPreActs(torch.autograd.Function):
 
 
 class SparseDecode(torch.autograd.Function):
-    """``codes @ W_dec`` ``[N, O]`` for codes given by their values at the active entries."""
+    """``codes @ W_dec + bias`` ``[N, O]`` for codes given by their values at the active entries."""
 
     @staticmethod
-    def forward(ctx, values_E, W_dec_FO, active):
+    def forward(ctx, values_E, W_dec_FO, bias_O, active):
         ctx.active = active
         ctx.save_for_backward(values_E, W_dec_FO)
-        return sparse_ops.row_sums(active, values_E, W_dec_FO)
+        recon_NO = sparse_ops.row_sums(active, values_E, W_dec_FO)
+        return recon_NO if bias_O is None else recon_NO.add_(bias_O)  # in place: no second [N, O] tensor
 
     @staticmethod
     def backward(ctx, g_NO):
@@ -121,7 +131,8 @@ class SparseDecode(torch.autograd.Function):
         active, needs = ctx.active, ctx.needs_input_grad
         g_values_E = sparse_ops.sampled_dots(active, g_NO, W_dec_FO) if needs[0] else None
         g_W_dec_FO = sparse_ops.latent_sums(active, values_E, g_NO) if needs[1] else None
-        return g_values_E, g_W_dec_FO, None
+        g_bias_O = g_NO.sum(0) if needs[2] else None
+        return g_values_E, g_W_dec_FO, g_bias_O, None
 
 
 def select(encoding: DenseEncoding, indices_NK: Tensor) -> tuple[ActiveSet, Tensor]:
@@ -131,9 +142,9 @@ def select(encoding: DenseEncoding, indices_NK: Tensor) -> tuple[ActiveSet, Tens
     return active, torch.relu(values_E)
 
 
-def decode(active: ActiveSet, values_E: Tensor, W_dec_FO: Tensor) -> Tensor:
-    """``codes @ W_dec`` (no bias), differentiable in the values and W_dec."""
-    return SparseDecode.apply(values_E, W_dec_FO, active)
+def decode(active: ActiveSet, values_E: Tensor, W_dec_FO: Tensor, bias_O: Tensor | None = None) -> Tensor:
+    """``codes @ W_dec + bias`` (bias optional), differentiable in the values, W_dec and the bias."""
+    return SparseDecode.apply(values_E, W_dec_FO, bias_O, active)
 
 
 def recycle_into_codes(encoding: DenseEncoding, indices_NK: Tensor, values_NK: Tensor) -> Tensor:

@@ -1,10 +1,10 @@
 """Reusable memory for the large per-step tensors of training on CPU.
 
-A training step needs one or two ``[N, F]`` tensors (75 MB at N=4096, F=4608) and a few of
-~10 MB (the sliced tables and weight gradients of ``sparse_ops.latent_sums``). glibc maps blocks
-that large fresh from the OS for every allocation and unmaps them on free, so each step
-page-faults them in again: about 15 ms for a 75 MB tensor on a 2-core machine, a tenth of a
-top-k step, and 1-2 ms for each 10 MB one.
+A training step needs one or two ``[N, F]`` tensors (75 MB at N=4096, F=4608) and several
+of 9-17 MB (centred inputs, candidate blocks, residuals, sliced tables, weight gradients).
+glibc maps blocks that large fresh from the OS for every allocation and unmaps them on free,
+so each step page-faults them in again: about 15 ms for a 75 MB tensor on a 2-core machine,
+a tenth of a top-k step, and 1-2 ms for each 10 MB one (a pass over it costs less).
 This pool keeps a few blocks and hands a block out again only once no tensor refers to it
 (the storage's use count is back to the pool's own reference), so a caller still holding, say,
 the previous step's codes never sees them change.
@@ -18,8 +18,8 @@ import threading
 import torch
 from torch import Tensor
 
-_MAX_BLOCKS = 4
-_MIN_BYTES = 1 << 23  # smaller tensors come from the allocator's own free lists without faults
+_MAX_BLOCKS = 12
+_MIN_BYTES = 1 << 23  # smaller tensors mostly come from the allocator's own free lists
 _blocks: list[torch.UntypedStorage] = []
 _lock = threading.Lock()
 # Private, but the only way to see whether a storage is still shared; without it, no reuse.

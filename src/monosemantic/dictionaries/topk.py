@@ -60,7 +60,7 @@ class TopKDictionary(AuxKDictionary):
         encoding = fast_topk.encode_dense(x_ND, self.W_enc, self.b_enc, centre_D)
         indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
         active, values_E = fast_topk.select(encoding, indices_NK)
-        recon_ND = self._add_skip(fast_topk.decode(active, values_E, self.W_dec) + self.b_dec, x_ND)
+        recon_ND = self._add_skip(fast_topk.decode(active, values_E, self.W_dec, self.b_dec), x_ND)
         values_NK = values_E.view(indices_NK.shape)
         if self.training:
             self._record_selected_(indices_NK, values_NK)
