@@ -90,22 +90,26 @@ def test_sparse_products_equal_dense_ones(dtype):
 
 
 @pytest.mark.parametrize("width", [576, 577])
-def test_latent_sums_of_a_table_larger_than_cache_equal_dense_ones(width):
-    # [1024, 576] float32 is 2.4 MB: summed in 3 column slices (577 has no divisor to slice by).
+def test_bag_sums_of_tables_larger_than_cache_equal_dense_ones(width):
+    # [1024, 576] and [1000, 576] float32 tables are over 2 MB: summed in 3 column slices (577
+    # has no divisor to slice by).
     torch.manual_seed(0)
-    indices = torch.randn(1024, 299).topk(8, dim=-1).indices + 1
+    indices = torch.randn(1024, 999).topk(8, dim=-1).indices + 1
     indices[:, 0] = 0  # one latent on every row, as dominant latents are in real data
-    chosen = sparse_ops.from_indices(indices, 300)
-    values, table_NW = torch.rand(1024 * 8), torch.randn(1024, width)
+    chosen = sparse_ops.from_indices(indices, 1000)
+    values, table_NW, table_FW = torch.rand(1024 * 8), torch.randn(1024, width), torch.randn(1000, width)
     assert sparse_ops._cache_slices(table_NW) == (3 if width == 576 else 1)
-    dense = torch.zeros(1024, 300).scatter_(1, indices, values.view(1024, 8))
-    sums_FW = sparse_ops.latent_sums(chosen, values, table_NW)
-    assert sums_FW.shape == (300, width) and sums_FW.is_contiguous()
-    torch.testing.assert_close(sums_FW, dense.T @ table_NW, rtol=1e-5, atol=1e-4)
+    assert sparse_ops._cache_slices(table_FW) == (3 if width == 576 else 1)
+    dense = torch.zeros(1024, 1000).scatter_(1, indices, values.view(1024, 8))
+    for sums, expected in ((sparse_ops.latent_sums(chosen, values, table_NW), dense.T @ table_NW),
+                           (sparse_ops.row_sums(chosen, values, table_FW), dense @ table_FW)):
+        assert sums.shape == expected.shape and sums.is_contiguous()
+        torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-4)
     # Slicing changes no sum: the unsliced sums are the same bits.
     unsliced = torch.nn.functional.embedding_bag(chosen.rows_by_latent, table_NW, chosen.latent_offsets, mode="sum",
-                               per_sample_weights=values[chosen.by_latent], include_last_offset=True)
-    assert torch.equal(sums_FW, unsliced)
+                                                 per_sample_weights=values[chosen.by_latent], include_last_offset=True)
+    assert torch.equal(sparse_ops.latent_sums(chosen, values, table_NW), unsliced)
+
 
 def test_code_density_is_estimated_on_a_row_sample():
     codes = torch.zeros(1024, 100)
