@@ -37,7 +37,9 @@ def encode_dense(x_NI: Tensor, W_enc_IF: Tensor, b_enc_F: Tensor, centre_I: Tens
     with torch.no_grad():
         xc_NI = x_NI if centre_I is None else torch.sub(x_NI, centre_I, out=_empty(x_NI, tuple(x_NI.shape)))
         pre_NF = _empty(x_NI, (x_NI.shape[0], W_enc_IF.shape[1]))
-        torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=pre_NF)
+        # The bias added after the product, in place: addmm would first broadcast it into all of
+        # [N, F] for the GEMM to read back, measured ~1.5% slower in whole top-k steps.
+        torch.mm(xc_NI, W_enc_IF, out=pre_NF).add_(b_enc_F)
     return DenseEncoding(pre_NF, xc_NI, x_NI, W_enc_IF, b_enc_F, centre_I)
 
 
