@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import fast_topk
-from .base import Dictionary, reconstruction_mse
+from .base import Dictionary, SparseCodes, reconstruction_mse
 from .options import check_float, check_int
 
 DEFAULT_AUX_K = 512
@@ -63,11 +63,7 @@ class AuxKDictionary(Dictionary):
     def _record_selected_(self, indices_NK: Tensor, values_NK: Tensor) -> None:
         """``_record_firing_`` for top-k codes given as (indices, values): no pass over [N, F]."""
         self.tokens_since_fired += indices_NK.shape[0]
-        n_latents = self.tokens_since_fired.shape[0]
-        # A count per latent, entries that did not fire going to a spare bin: ~6x cheaper on CPU
-        # than boolean-mask indexing followed by an index_put.
-        fired_F = torch.bincount(torch.where(values_NK > 0, indices_NK, n_latents).view(-1),
-                                 minlength=n_latents + 1)[:n_latents] > 0
+        fired_F = SparseCodes(values_NK, indices_NK).fired(self.tokens_since_fired.shape[0])
         self.tokens_since_fired.masked_fill_(fired_F, 0)
 
     def _dead_indices(self) -> Tensor | None:

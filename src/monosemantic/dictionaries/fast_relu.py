@@ -44,7 +44,7 @@ class ReLUAutoencoder(torch.autograd.Function):
     def forward(ctx, x_NI, W_enc_IF, b_enc_F, centre_I, W_dec_FO, weight_F, max_density):
         n = x_NI.shape[0]
         xc_NI = x_NI if centre_I is None else x_NI - centre_I
-        codes_NF = torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=_empty_like_rows(x_NI, b_enc_F.numel())).relu_()
+        codes_NF = torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=scratch.new_empty(x_NI, (x_NI.shape[0], b_enc_F.numel()))).relu_()
         if code_density(codes_NF) < max_density:
             active, values_E = sparse_ops.from_dense(codes_NF)
             recon_NO = sparse_ops.row_sums(active, values_E, W_dec_FO)
@@ -82,17 +82,11 @@ class ReLUAutoencoder(torch.autograd.Function):
         return g_x_NI, g_W_enc_IF, g_b_enc_F, g_centre_I, g_W_dec_FO, g_weight_F, None
 
 
-def _empty_like_rows(like_N: Tensor, width: int) -> Tensor:
-    """``[N, width]`` uninitialised, in reused memory on CPU (see scratch.py)."""
-    shape = (like_N.shape[0], width)
-    return scratch.empty(shape, like_N.dtype) if like_N.device.type == "cpu" else like_N.new_empty(shape)
-
-
 def _dense_code_grads(codes_NF, W_dec_FO, g_recon_NO, g_codes_NF, g_unit_F):
     """(gradient of the pre-activations [N, F], gradient of W_dec [F, O])."""
     n, f = codes_NF.shape
     if g_recon_NO is not None:
-        g_NF = torch.mm(g_recon_NO, W_dec_FO.T, out=_empty_like_rows(codes_NF, f))
+        g_NF = torch.mm(g_recon_NO, W_dec_FO.T, out=scratch.new_empty(codes_NF, (codes_NF.shape[0], f)))
         if g_unit_F is not None:
             g_NF += g_unit_F
     elif g_unit_F is not None:

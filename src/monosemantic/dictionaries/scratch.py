@@ -38,6 +38,12 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         return tensor.set_(block, 0, shape, _contiguous_strides(shape))
 
 
+def new_empty(like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+    """``like.new_empty(shape)`` (``like``'s shape by default), in pooled memory when on CPU."""
+    shape = tuple(like.shape if shape is None else shape)
+    return empty(shape, like.dtype) if like.device.type == "cpu" else like.new_empty(shape)
+
+
 def _free_block(nbytes: int) -> torch.UntypedStorage:
     # At most twice the size asked for, so a small request never holds a large block hostage.
     free = [b for b in _blocks if nbytes <= b.nbytes() <= 2 * nbytes and _use_count(b._cdata) == 1]

@@ -48,9 +48,7 @@ class Firing:
 def _fired(out: LossOutput, n_latents: int) -> Tensor:
     """Boolean ``[F]``: latents active on some row of the step's codes (dense or sparse)."""
     if out.codes is None:
-        fired_F = torch.zeros(n_latents, dtype=torch.bool, device=out.sparse.indices.device)
-        fired_F[out.sparse.indices[out.sparse.values > 0]] = True
-        return fired_F
+        return out.sparse.fired(n_latents)
     # Codes of every trained architecture are non-negative, so a column max > 0 means "fired";
     # one reduction is ~4x cheaper than materialising a [N, F] boolean mask first.
     return out.codes.reshape(-1, n_latents).amax(dim=0) > 0

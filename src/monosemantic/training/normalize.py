@@ -51,8 +51,7 @@ def _times(rows: Tensor, scale: Scale) -> Tensor:
     if isinstance(scale, tuple):  # [N, S, D]: one scale per source
         scale = torch.tensor(scale, dtype=rows.dtype, device=rows.device)[:, None]
     # A batch is ~10 MB: pooled memory on CPU spares page-faulting a fresh block every step.
-    out = scratch.empty(tuple(rows.shape), rows.dtype) if rows.device.type == "cpu" else None
-    return torch.mul(rows, scale, out=out)
+    return torch.mul(rows, scale, out=scratch.new_empty(rows))
 
 
 def _scale(rows_ND: Tensor, what: str) -> float:
