@@ -97,7 +97,7 @@ def test_evaluate_writes_a_report_against_baselines_and_compare_prints_mmcs(tiny
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     names = {entry["name"] for entry in report["results"]}
-    assert {"topk_k8_x2", "neurons", "pca", "ica", "probing"} <= names
+    assert {"topk_k8_x2", "neurons", "pca", "ica", "untrained", "token categories"} <= names
     neurons = next(e for e in report["results"] if e["name"] == "neurons" and e["kind"] == "ReconstructionResult")
     assert abs(neurons["result"]["fvu"]) < 1e-5  # the neuron basis reconstructs exactly
     markdown = (tmp_path / "eval" / "report.md").read_text()

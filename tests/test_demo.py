@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from monosemantic.demo import CONTROL, DemoSettings, headline_table, run_demo, verdict
+from monosemantic.demo import CONTROL, RANDOM_MODEL, DemoSettings, headline_table, run_demo, verdict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,20 +20,26 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
 
     lm = load_model(str(tiny_model_dir("llama")))
     settings = DemoSettings(site="blocks.1.resid_post", tokens=3000, train_tokens=3 * 512, ks=(4,), expansions=(2,), batch_size=512,
-                            headline_k=4, headline_expansion=2, eval_windows=6, feature_windows=6,
+                            headline_k=4, headline_expansion=2, eval_windows=6, feature_windows=6, probe_windows=16,
                             autointerp_latents="random6", context_length=64, min_tokens=200, ica_max_iter=50)
     lines: list[str] = []
     result = run_demo(tmp_path / "demo", settings, lm=lm, echo=lines.append)
-    assert [row["dictionary"] for row in result.rows] == ["topk_k4_x2", "neurons", "pca", "ica", CONTROL]
+    assert [row["dictionary"] for row in result.rows] == ["topk_k4_x2", CONTROL, RANDOM_MODEL, "neurons", "pca", "ica"]
+    assert [row["seeds"] for row in result.rows] == [3, 3, 1, 1, 1, 1]
 
-    # Reconstruction numbers are the evaluation report's.
+    # Reconstruction numbers are the evaluation report's (a group's first member).
     report = json.loads(result.report.with_suffix(".json").read_text())
     table = next(t for s in report["sections"] if s["title"] == "Reconstruction" for t in s["tables"])
     fvu = {row[0]: row[table["headers"].index("FVU")] for row in table["rows"]}
-    by_name = {("sae" if r["dictionary"] == "topk_k4_x2" else r["dictionary"]): r for r in result.rows}
-    for name in ("sae", "neurons", "pca", "ica"):
-        assert by_name[name]["fvu"] == pytest.approx(fvu[name])
-    assert by_name[CONTROL]["fvu"] is None
+    by_name = {r["dictionary"]: r for r in result.rows}
+    for group, members in result.suite.groups.items():
+        if group in by_name:
+            assert by_name[group]["fvu"] == pytest.approx(fvu[members[0]])
+
+    # Task AUROC intervals are over the three seeds, and the verdict is the suite's.
+    sae = by_name["topk_k4_x2"]["auroc_k1"]
+    assert sae.n == 3 and sae == result.suite.task_interval("topk_k4_x2", 1)
+    assert result.suite.verdict(1) in verdict(result.suite, result.judge)
 
     # Detection is the mean over the latents scored in each feature folder's explanations.json.
     for name, row in by_name.items():
@@ -41,6 +47,9 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
         scores = [v["scores"]["detection"] for v in stored["latents"].values()
                   if math.isfinite(v["scores"].get("detection", math.nan))]
         assert row["detection"] == pytest.approx(sum(scores) / len(scores))
+    # The judge is checked against both controls before anything is read from it.
+    assert result.judge.controls == (CONTROL, RANDOM_MODEL)
+    assert ("no verdict" in result.judge.message) != result.judge.separates
 
     # The dashboard is the trained SAE's, and the control is the same size with other weights.
     sae = load_dictionary(tmp_path / "demo" / "sweep" / "topk_k4_x2")
@@ -50,5 +59,5 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
     assert control.n_latents == sae.config.d_sae and control.meta["fingerprint"] != dashboard["fingerprint"]
 
     summary = result.summary.read_text()
-    assert headline_table(result.rows) in summary and verdict(result.rows) in summary
+    assert headline_table(result.rows) in summary and verdict(result.suite, result.judge) in summary
     assert any(line.startswith("[demo] build the dashboard:") for line in lines)

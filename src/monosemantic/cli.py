@@ -244,30 +244,73 @@ def _load_dictionary(path: Path):
     return load_dictionary(path)
 
 
+CorpusOpt = Annotated[Optional[str], typer.Option(
+    help="Text to score: stdlib, a .txt/.jsonl/.parquet file or folder, or a dataset id (default: the corpus the "
+         "dictionary trained on, held-out windows only).")]
+AllowTrainedOpt = Annotated[bool, typer.Option(help="Allow scoring windows the dictionary trained on.")]
+
+
+def _eval_corpus(dictionary: Path, corpus: str | None, context: int | None, allow_trained: bool,
+                 text_column: str = "text"):
+    """The text a command scores, by the one held-out rule (``evaluation.corpus``)."""
+    from .evaluation import resolve_corpus, training_record
+
+    return resolve_corpus(corpus, trained_on=training_record(dictionary), context_length=context,
+                          text_column=text_column, allow_trained=allow_trained)
+
+
 @app.command()
 @_friendly
 def evaluate(
     dictionary: Annotated[Path, typer.Argument(help="A saved dictionary folder.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DICTIONARY/eval).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
-    tasks: Annotated[str, typer.Option(help="Comma-separated: reconstruction,splice,probing,clustering,absorption.")] =
-        "reconstruction,splice,probing,clustering,absorption",
+    corpus: CorpusOpt = None,
+    text_column: Annotated[str, typer.Option(help="Field holding the text in .jsonl/.parquet corpora.")] = "text",
+    labels: Annotated[Optional[Path], typer.Option(help="JSONL of {\"text\", \"label\"} or {\"text\", \"spans\": "
+                                                        "[[start, end, label]]}: probe these labels on these texts.")] = None,
+    tasks: Annotated[str, typer.Option(help="Comma-separated stages: reconstruction,splice,tasks,probing,clustering,"
+                                            "absorption.")] = "reconstruction,splice,tasks,probing,clustering,absorption",
+    probe_tasks: Annotated[Optional[str], typer.Option(help="Comma-separated contextual tasks or families (python, "
+                                                            "text, sequence); default: all.")] = None,
+    seeds: Annotated[Optional[list[Path]], typer.Option("--seed-of", help="Another seed of the same dictionary "
+                                                                          "(repeat): intervals over seeds.")] = None,
+    random_control: Annotated[Optional[list[Path]], typer.Option(help="A dictionary trained the same way on a randomly "
+                                                                      "initialised model (repeat).")] = None,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines: identity (neurons), pca, ica, random.")] =
         "identity,pca,ica",
-    windows: Annotated[int, typer.Option(help="Held-out context windows to evaluate on.")] = 64,
-    context: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    windows: Annotated[int, typer.Option(help="Windows for reconstruction, spliced loss and clustering.")] = 64,
+    probe_windows: Annotated[int, typer.Option(help="Windows for the contextual probing tasks.")] = 256,
+    context: Annotated[Optional[int], typer.Option(help="Tokens per window (default: the training run's, else 128).")] =
+        None,
+    allow_trained: AllowTrainedOpt = False,
     min_tokens: Annotated[int, typer.Option(help="Fewest scored tokens accepted.")] = 2000,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
 ):
-    """Evaluate a dictionary against neurons, PCA and ICA; write a Markdown/HTML/JSON report."""
-    from .evaluation import evaluate_suite
+    """Evaluate a dictionary against neurons, PCA, ICA and controls; write a Markdown/HTML/JSON report."""
+    from .evaluation import run_suite, training_record, write_report
 
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
+    if context is not None:
+        lm.check_context(context)
     split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
-    report = evaluate_suite(lm, loaded, out or dictionary / "eval", name=dictionary.name,
-                            tasks=split(tasks), baselines=split(baselines), n_windows=windows, context_length=context,
-                            min_tokens=min_tokens)
+    others = {path.name: _load_dictionary(path).to(lm.device) for path in seeds or []}
+    controls = {}
+    for path in random_control or []:
+        control, control_lm = _dictionary_and_model(path, None, device, threads)
+        controls[f"random-model:{path.name}" if len(random_control or []) > 1 else "random-model"] = (control,
+                                                                                                        control_lm)
+    result = run_suite(lm, loaded, name=dictionary.name, seeds=others, random_control=controls, corpus=corpus,
+                       trained_on=training_record(dictionary), allow_trained=allow_trained, labels=labels,
+                       task_names=split(probe_tasks) if probe_tasks else None, tasks=split(tasks),
+                       baselines=split(baselines), n_windows=windows, probe_windows=probe_windows,
+                       context_length=context, min_tokens=min_tokens)
+    report = write_report(result, out or dictionary / "eval")
+    typer.echo(f"corpus: {result.corpus.label} ({result.corpus.split} windows: {result.corpus.note})")
+    if result.task_probing is not None:
+        typer.echo(f"tasks scored: {len(result.task_probing.tasks)}, skipped: {len(result.task_probing.skipped)}")
+        typer.echo(result.verdict())
     typer.echo(f"report: {report} (also report.html, report.json)")
 
 
@@ -346,10 +389,12 @@ def features(
     dictionary: Annotated[Path, typer.Argument(help="A saved dictionary folder.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Feature folder (default: DICTIONARY/features).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
-    corpus: Annotated[str, typer.Option(help="Text source: stdlib, a file or folder, or a dataset id.")] = "stdlib",
+    corpus: CorpusOpt = None,
     store: Annotated[Path | None, typer.Option(help="Take the held-out windows of this activation store instead.")] = None,
     windows: Annotated[int, typer.Option(help="Held-out context windows to analyse.")] = 256,
-    context: Annotated[int, typer.Option(help="Tokens per window (with --corpus).")] = 128,
+    context: Annotated[int | None, typer.Option(help="Tokens per window (default: the training run's, else 128).")] =
+        None,
+    allow_trained: AllowTrainedOpt = False,
     site: Annotated[str | None, typer.Option(help="Site the dictionary reads (default: its config's).")] = None,
     top: Annotated[int, typer.Option(help="Top examples kept per latent.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
@@ -357,7 +402,7 @@ def features(
     threads: ThreadsOpt = None,
 ):
     """Analyse every latent (examples, histograms, logit effects, input tokens) into a feature folder."""
-    from .evaluation import corpus_windows, store_windows
+    from .evaluation import store_windows
     from .features import analyze_features
 
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
@@ -366,7 +411,9 @@ def features(
 
         windows_WS = store_windows(ActivationStore(store), n_windows=windows)
     else:
-        windows_WS = corpus_windows(lm.tokenizer, corpus, n_windows=windows, context_length=context)
+        if context is not None:
+            lm.check_context(context)
+        windows_WS = _eval_corpus(dictionary, corpus, context, allow_trained).windows(lm.tokenizer, windows)
     data = analyze_features(lm, loaded, windows_WS, site=site, n_top=top, batch_size=batch_size)
     target = out or dictionary / "features"
     data.save(target)
@@ -409,8 +456,9 @@ def steer(
         False,
     curve: Annotated[str | None, typer.Option(help="Also measure promoted-token probability and fluency at these "
                                                    "multiples, e.g. 0,2,4,8,16.")] = None,
-    curve_windows: Annotated[int, typer.Option(help="Held-out stdlib windows (64 tokens) the curve is measured on.")] =
-        8,
+    curve_windows: Annotated[int, typer.Option(help="Held-out windows the curve is measured on.")] = 8,
+    corpus: CorpusOpt = None,
+    allow_trained: AllowTrainedOpt = False,
     plot: Annotated[Path | None, typer.Option(help="Write the curve as a PNG here.")] = None,
     sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
@@ -420,7 +468,6 @@ def steer(
     threads: ThreadsOpt = None,
 ):
     """Continue a prompt with and without a latent's direction added; optionally measure a steering curve."""
-    from .evaluation import corpus_windows
     from .interventions import (
         check_latent,
         generate_steered,
@@ -433,7 +480,8 @@ def steer(
     loaded = _load_dictionary(dictionary)
     check_latent(loaded, latent)  # before the model loads: a wrong index should fail fast
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads, loaded=loaded)
-    windows_WS = corpus_windows(lm.tokenizer, n_windows=curve_windows, context_length=64) if curve or relative else None
+    windows_WS = _eval_corpus(dictionary, corpus, None, allow_trained).windows(lm.tokenizer, curve_windows) \
+        if curve or relative else None
     norm = typical_norm(lm, next(iter(steering_vectors(loaded, latent, site=site))), windows_WS) if relative else None
     options = {"max_new_tokens": tokens, "greedy": not sample, "seed": seed, "site": site, "norm": norm}
     clean = generate_steered(lm, loaded, latent, 0.0, text, **options)
@@ -556,19 +604,20 @@ def demo(
     threads: ThreadsOpt = None,
 ):
     """The whole pipeline offline on the embedded defaults (SmolLM2-135M, the stdlib corpus): harvest, a top-k
-    sweep, evaluation against neurons/PCA/ICA, feature analysis, autointerp and the dashboard."""
+    sweep with seeds and a random-model control, evaluation against neurons/PCA/ICA and the controls, feature
+    analysis, autointerp with a judge check, and the dashboard."""
     from .demo import DemoSettings, headline_table, run_demo, verdict
 
     settings = DemoSettings(tokens=tokens, train_tokens=train_tokens)
     if quick:
         settings = DemoSettings(tokens=40_000, train_tokens=80_000, ks=(32,), expansions=(8,), eval_windows=24,
-                                feature_windows=32, autointerp_latents="random20")
+                                probe_windows=64, feature_windows=32, autointerp_latents="random20")
     lm = _load("smollm2-135m", "cpu", "float32", threads)
     result = run_demo(out, settings, lm=lm, echo=typer.echo)
     typer.echo("")
     typer.echo(headline_table(result.rows))
     typer.echo("")
-    typer.echo(verdict(result.rows))
+    typer.echo(verdict(result.suite, result.judge))
     typer.echo(f"summary:   {result.summary}")
     typer.echo(f"report:    {result.report}")
     typer.echo(f"dashboard: {result.dashboard.resolve().as_uri()}")

@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from .evaluation.results import jsonable
+
 CONTROL = "untrained"  # the headline dictionary's architecture and size with its initial weights
+RANDOM_MODEL = "random-model"  # the same recipe trained on a randomly initialised SmolLM2
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class DemoSettings:
     expansions: tuple[int, ...] = (4, 8)  # dictionary sizes swept, as multiples of the width
     headline_k: int = 32  # the dictionary evaluated against the baselines
     headline_expansion: int = 8
-    eval_windows: int = 64  # held-out windows for the evaluation suite
+    extra_seeds: tuple[int, ...] = (1, 2)  # the headline dictionary again from these init seeds (intervals)
+    random_control: bool = True  # train the headline recipe on a randomly initialised copy of the model
+    eval_windows: int = 64  # held-out windows for reconstruction, spliced loss and clustering
+    probe_windows: int = 256  # held-out windows for the contextual probing tasks
     feature_windows: int = 128  # held-out windows for feature analysis and autointerp
     autointerp_latents: str = "random50"  # latents explained and scored per dictionary
     context_length: int = 128
@@ -48,7 +54,9 @@ class DemoResult(NamedTuple):
     summary: Path  # summary.md: the headline table, the sweep and the stage times
     report: Path  # the evaluation report (report.md, with .html and .json beside it)
     dashboard: Path  # the dashboard's index.html
-    rows: list[dict]  # one headline row per dictionary (the SAE first, then the baselines)
+    rows: list[dict]  # one headline row per group (the SAE's seeds first, then controls and baselines)
+    suite: object  # the evaluation's SuiteResult
+    judge: object  # the JudgeCheck of the offline judge against the controls (None without controls)
 
 
 def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=None, threads: int | None = None,
@@ -63,24 +71,25 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=Non
 
         with clock("load the embedded SmolLM2-135M"):
             lm = load_model("smollm2-135m", threads=threads)
-    sweep = _train(lm, out, settings, clock)
+    sweep, seeds, random = _train(lm, out, settings, clock)
     name = f"topk_k{settings.headline_k}_x{settings.headline_expansion}"
     if name not in sweep.dictionaries:
         from .errors import MonosemanticError
 
         raise MonosemanticError(f"the headline dictionary {name} is not in the sweep ({', '.join(sweep.dictionaries)}); "
                                 "make headline_k and headline_expansion one of the swept values")
-    contenders, results = _evaluate(lm, sweep.dictionaries[name], settings, clock)
-    report = write_report(results, out / "eval", title=f"Evaluation of {name} on {lm.name} {settings.site}")
-    comparison, feature_folder = _features(lm, contenders, out, settings, clock)
+    suite, fitted = _evaluate(lm, name, sweep.dictionaries[name], seeds, random, out, settings, clock)
+    report = write_report(suite, out / "eval")
+    contenders = {name: sweep.dictionaries[name], **fitted}
+    comparison, judge, feature_folder = _features(lm, name, contenders, random, out, settings, clock)
     with clock("build the dashboard"):
         from .viz import build_dashboard
 
-        dashboard = build_dashboard(feature_folder, out / "dashboard", dictionary=contenders["sae"],
+        dashboard = build_dashboard(feature_folder, out / "dashboard", dictionary=contenders[name],
                                     progress=False) / "index.html"
-    rows = headline_rows(results, comparison, sae_label=name)
-    summary = _write_summary(out, lm.name, settings, rows, sweep, clock.times, report, dashboard)
-    return DemoResult(summary, report, dashboard, rows)
+    rows = headline_rows(suite, comparison)
+    summary = _write_summary(out, lm.name, settings, rows, suite, judge, sweep, clock.times, report, dashboard)
+    return DemoResult(summary, report, dashboard, rows, suite, judge)
 
 
 class _Clock:
@@ -99,6 +108,7 @@ class _Clock:
 
 
 def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
+    """(the sweep, the headline's other seeds, the random-model control as (dictionary, lm) or None)."""
     from .activations import harvest
     from .training import TrainConfig, sweep_from_store
 
@@ -106,91 +116,107 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
         store = harvest(lm, [settings.site], out / "store", corpus="stdlib", n_tokens=settings.tokens,
                         context_length=settings.context_length)
     grid = f"k in {list(settings.ks)} x expansion in {list(settings.expansions)}"
+    config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed)
+    one = {"expansions": [settings.headline_expansion], "sparsities": [settings.headline_k]}
     with clock(f"train a top-k sweep ({grid}) on {settings.train_tokens:,} tokens"):
-        config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed)
-        return sweep_from_store(store, out / "sweep", arch="topk", config=config, expansions=list(settings.expansions),
-                                sparsities=list(settings.ks))
+        sweep = sweep_from_store(store, out / "sweep", arch="topk", config=config, expansions=list(settings.expansions),
+                                 sparsities=list(settings.ks))
+    seeds = {}
+    if settings.extra_seeds:
+        with clock(f"train the headline recipe from init seeds {list(settings.extra_seeds)} (same batches)"):
+            seeds = sweep_from_store(store, out / "seeds", arch="topk", config=config, seeds=settings.extra_seeds,
+                                     **one).dictionaries
+    random = None
+    if settings.random_control:
+        from .models import randomly_initialised
+
+        random_lm = randomly_initialised(lm, settings.seed)
+        with clock("harvest and train the same recipe on a randomly initialised copy of the model"):
+            random_store = harvest(random_lm, [settings.site], out / "random-model" / "store", corpus="stdlib",
+                                   n_tokens=settings.tokens, context_length=settings.context_length)
+            trained = sweep_from_store(random_store, out / "random-model" / "sweep", arch="topk", config=config, **one)
+        random = (next(iter(trained.dictionaries.values())), random_lm)
+    return sweep, seeds, random
 
 
-def _evaluate(lm, sae, settings: DemoSettings, clock: _Clock):
-    from .evaluation import fit_baselines, suite_results
+def _evaluate(lm, name: str, sae, seeds: dict, random, out: Path, settings: DemoSettings, clock: _Clock):
+    """(the SuiteResult, the fitted baselines by name)."""
+    from .evaluation import fit_baselines, resolve_corpus, run_suite, training_record
 
-    n_components = min(lm.width(settings.site), sae.config.d_sae)
+    trained_on = training_record(out / "sweep" / name)
     with clock("fit the baselines (neurons, PCA, ICA)"):
-        fitted = fit_baselines(lm, settings.site, ["identity", "pca", "ica"], n_components,
-                               n_windows=settings.eval_windows, context_length=settings.context_length,
+        fitted = fit_baselines(lm, settings.site, ["identity", "pca", "ica"], min(lm.width(settings.site),
+                                                                               sae.config.d_sae),
+                               corpus=resolve_corpus(trained_on=trained_on), n_windows=settings.eval_windows,
                                seed=settings.seed, options={"ica": {"max_iter": settings.ica_max_iter}})
-    contenders = {"sae": sae, **fitted}
-    with clock("evaluate against the baselines (reconstruction, spliced loss, probing, clustering, absorption)"):
-        results = suite_results(lm, contenders, n_windows=settings.eval_windows,
-                                context_length=settings.context_length, min_tokens=settings.min_tokens,
-                                seed=settings.seed, absorption_of="sae")
-    return contenders, results
+    stages = "reconstruction, spliced loss, contextual probing, token categories, clustering, absorption"
+    with clock(f"evaluate against neurons, PCA, ICA and the controls ({stages})"):
+        suite = run_suite(lm, sae, name=name, seeds=seeds, random_control={RANDOM_MODEL: random} if random else None,
+                          trained_on=trained_on, n_windows=settings.eval_windows, probe_windows=settings.probe_windows,
+                          min_tokens=settings.min_tokens, seed=settings.seed, fitted=fitted)
+    return suite, fitted
 
 
-def _features(lm, contenders: dict, out: Path, settings: DemoSettings, clock: _Clock):
-    """Feature folders for every contender, autointerp of a sample of each; (comparison, the SAE's folder)."""
-    from .evaluation import corpus_windows
-    from .evaluation.autointerp import analyze_and_score, compare_autointerp
+def _features(lm, name: str, contenders: dict, random, out: Path, settings: DemoSettings, clock: _Clock):
+    """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
+    from .evaluation import resolve_corpus, training_record, untrained_copy
+    from .evaluation.autointerp import analyze_and_score, compare_autointerp, judge_check
 
-    windows_WS = corpus_windows(lm.tokenizer, n_windows=settings.feature_windows,
-                                context_length=settings.context_length, split="holdout")
+    corpus = resolve_corpus(trained_on=training_record(out / "sweep" / name))
+    windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)
+    # Controls: the same architecture and size untrained, and trained on a random model. The judge
+    # is believed only where it scores the trained SAE above both (judge_check).
+    runs = {label: (d, lm) for label, d in contenders.items()}
+    runs[CONTROL] = (untrained_copy(contenders[name], settings.seed), lm)
+    if random is not None:
+        runs[RANDOM_MODEL] = random
     results = {}
-    # A control: the same architecture and size, untrained. The offline judge rewards sparse,
-    # token-specific latents whether or not they were learned, so this row shows what training adds.
-    for label, dictionary in {**contenders, CONTROL: _untrained_like(contenders["sae"], settings.seed)}.items():
+    for label, (dictionary, model) in runs.items():
         with clock(f"analyse the features of {label} and score {settings.autointerp_latents} of them"):
-            results[label] = analyze_and_score(lm, dictionary, windows_WS, settings.autointerp_latents,
+            results[label] = analyze_and_score(model, dictionary, windows_WS, settings.autointerp_latents,
                                                seed=settings.seed, name=label, analyze_options={"seed": settings.seed},
                                                folder=out / "features" / label, progress=False)
-    return compare_autointerp(results), out / "features" / "sae"
+    controls = [c for c in (CONTROL, RANDOM_MODEL) if c in results]
+    return compare_autointerp(results), judge_check(results, name, controls), out / "features" / name
 
 
-def _untrained_like(dictionary, seed: int):
-    import torch
+def headline_rows(suite, comparison) -> list[dict]:
+    """One row per group: width, L0, FVU, loss recovered (first member), task AUROC intervals, autointerp scores."""
+    from .evaluation import ReconstructionResult
+    from .evaluation.splice import SpliceResult
 
-    from .dictionaries import dictionary_from_config
-
-    torch.manual_seed(seed)
-    return dictionary_from_config(dictionary.config).eval()
-
-
-def headline_rows(results: dict[str, list], comparison, *, sae_label: str = "sae") -> list[dict]:
-    """One row per dictionary: width, L0, FVU, loss recovered, 1-sparse probe accuracy, autointerp scores."""
-    probing = results["probing"][0] if "probing" in results else None
     scores = {row.name: row for row in comparison.rows}
     rows = []
-    labels = [label for label in results if label != "probing"]
-    labels += [name for name in scores if name not in labels]
-    for label in labels:
-        found = results.get(label, [])
-        by_kind = {type(r).__name__: r for r in found}
-        recon, splice = by_kind.get("ReconstructionResult"), by_kind.get("SpliceResult")
-        probe = probing.score(label, k=1) if probing is not None and label in results else None
-        score = scores.get(label)
+    for group, members in suite.groups.items():
+        if suite.roles[group] == "ceiling":
+            continue
+        recon, splice = suite.result(members[0], ReconstructionResult), suite.result(members[0], SpliceResult)
+        score = scores.get(group)
         rows.append({
-            "dictionary": sae_label if label == "sae" else label,
+            "dictionary": group, "role": suite.roles[group], "seeds": len(members),
             "latents": recon.dictionary["d_sae"] if recon else None,
-            "l0": recon.l0 if recon else None,
-            "fvu": recon.fvu if recon else None,
+            "l0": recon.l0 if recon else None, "fvu": recon.fvu if recon else None,
             "loss_recovered": splice.loss_recovered if splice else None,
-            "probe_k1": probe.accuracy if probe else None,
-            "detection": score.detection if score else None,
-            "fuzzing": score.fuzzing if score else None,
+            "auroc_k1": suite.task_interval(group, 1), "auroc_k5": suite.task_interval(group, 5),
+            "detection": score.detection if score else None, "fuzzing": score.fuzzing if score else None,
         })
     return rows
 
 
-_COLUMNS = (("dictionary", "dictionary"), ("latents", "latents"), ("l0", "L0"), ("fvu", "FVU"),
-            ("loss_recovered", "loss recovered"), ("probe_k1", "probe acc (k=1)"), ("detection", "detection"),
-            ("fuzzing", "fuzzing"))
+_COLUMNS = (("dictionary", "dictionary"), ("seeds", "seeds"), ("latents", "latents"), ("l0", "L0"), ("fvu", "FVU"),
+            ("loss_recovered", "loss recovered"), ("auroc_k1", "task AUROC k=1"), ("auroc_k5", "task AUROC k=5"),
+            ("detection", "detection"), ("fuzzing", "fuzzing"))
 
 
 def headline_table(rows: list[dict]) -> str:
-    """The headline rows as a Markdown table."""
+    """The headline rows as a Markdown table (intervals: 95% over seeds)."""
+    from .evaluation import Interval
+
     def cell(value) -> str:
         if value is None:
             return "-"
+        if isinstance(value, Interval):
+            return f"{value.mean:.3f}" + (f" [{value.low:.3f}, {value.high:.3f}]" if value.n > 1 else "")
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(title for _, title in _COLUMNS) + " |",
@@ -199,37 +225,35 @@ def headline_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def verdict(rows: list[dict]) -> str:
-    """One sentence: do the SAE's features score above the neurons on detection, with the numbers."""
-    sae, neurons = rows[0], next((r for r in rows if r["dictionary"] == "neurons"), None)
-    if neurons is None or sae["detection"] is None or neurons["detection"] is None:
-        return "Detection scores are missing for the SAE or the neurons, so they cannot be compared."
-    relation = "above" if sae["detection"] > neurons["detection"] else "not above"
-    text = (f"SAE features score {relation} neurons on detection: {sae['detection']:.3f} against "
-            f"{neurons['detection']:.3f} (offline explainer and simulator).")
-    control = next((r for r in rows if r["dictionary"] == CONTROL), None)
-    if control is not None and control["detection"] is not None:
-        text += (f" The same SAE untrained scores {control['detection']:.3f}: the offline judge favours sparse, "
-                 "token-specific latents whether learned or not, so compare the SAE with this row too.")
+def verdict(suite, judge) -> str:
+    """The verdict of the probing intervals, then whether the offline judge can be believed."""
+    text = suite.verdict(1)
+    if judge is not None:
+        text += " " + judge.message
     return text
 
 
-def _write_summary(out: Path, model: str, settings: DemoSettings, rows: list[dict], sweep, times: dict, report: Path,
-                   dashboard: Path) -> Path:
+def _write_summary(out: Path, model: str, settings: DemoSettings, rows: list[dict], suite, judge, sweep, times: dict,
+                   report: Path, dashboard: Path) -> Path:
     sweep_lines = ["| dictionary | FVU | L0 | dead fraction |", "|---|---:|---:|---:|"]
     for name, metrics in sweep.metrics.items():
         sweep_lines.append(f"| {name} | {metrics.get('fvu', float('nan')):.3f} | {metrics.get('l0', float('nan')):.1f} "
                            f"| {metrics.get('dead_fraction', float('nan')):.3f} |")
     stage_lines = [f"- {stage}: {seconds:.0f} s" for stage, seconds in times.items()]
+    tasks = suite.task_probing
     text = "\n".join([
         f"# monosemantic demo: {model} {settings.site}", "",
-        "## Headline (held-out windows of the Python standard library)", "", headline_table(rows), "",
-        verdict(rows), "",
+        f"## Headline ({suite.corpus.label}, {suite.corpus.split} windows; "
+        f"{len(tasks.tasks) if tasks else 0} contextual tasks; intervals: 95% over seeds)", "",
+        headline_table(rows), "", verdict(suite, judge), "",
         "## The sweep (training metrics of the last logged step, normalised space)", "", *sweep_lines, "",
         "## Stages", "", *stage_lines, f"- total: {sum(times.values()):.0f} s", "",
         f"Evaluation report: {report}", f"Dashboard: {dashboard}", ""])
     path = out / "summary.md"
     path.write_text(text, encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps({"settings": asdict(settings), "headline": rows, "times": times,
-                                                  "sweep": sweep.metrics}, indent=2) + "\n", encoding="utf-8")
+    payload = {"settings": asdict(settings), "headline": [{k: v.to_dict() if hasattr(v, "to_dict") else v
+                                                           for k, v in row.items()} for row in rows],
+               "verdict": verdict(suite, judge), "judge": judge.to_dict() if judge else None, "times": times,
+               "sweep": sweep.metrics}
+    (out / "summary.json").write_text(json.dumps(jsonable(payload), indent=2) + "\n", encoding="utf-8")
     return path

@@ -11,6 +11,7 @@ from monosemantic.data.sources import (
     LocalTextSource,
     StdlibSource,
     TextSource,
+    source_from_description,
     text_source,
 )
 from monosemantic.data.windows import storable_mask, token_windows
@@ -18,6 +19,7 @@ from monosemantic.data.windows import storable_mask, token_windows
 __all__ = [
     "TextSource",
     "text_source",
+    "source_from_description",
     "token_windows",
     "storable_mask",
     "StdlibSource",

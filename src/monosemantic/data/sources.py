@@ -302,6 +302,24 @@ def _looks_like_path(spec: str) -> bool:
     return spec.endswith(LOCAL_SUFFIXES) or spec.startswith(("./", "../", "/", "~", ".\\"))
 
 
+def source_from_description(description: dict[str, Any]) -> TextSource:
+    """The source a ``describe()`` dict names (as recorded in a store's manifest), rebuilt.
+
+    Whether it still holds the same text is for the caller to check: compare its own
+    ``describe()`` with the record.
+    """
+    kind = description.get("kind") if isinstance(description, dict) else None
+    if kind == "stdlib":
+        return StdlibSource(description.get("root"))
+    if kind == "local":
+        return LocalTextSource(description["path"], text_column=description.get("text_column", "text"))
+    if kind == "hf":
+        return HFDatasetSource(description["dataset"], split=description.get("split", "train"),
+                               text_column=description.get("text_column", "text"), name=description.get("name"))
+    raise MonosemanticError(f"corpus record {description!r} names no known source kind; expected stdlib, local "
+                            "or hf; pass the corpus explicitly (--corpus)")
+
+
 def text_source(
     spec: TextSource | str | os.PathLike[str] = "stdlib",
     *,

@@ -42,6 +42,14 @@ __all__ += ["AbsorbedWord", "AbsorptionConfig", "AbsorptionResult", "Cluster", "
             "labelled_activations", "labelled_windows", "labels_from_spans", "labels_from_tokens",
             "measure_absorption", "probe_dictionaries", "python_token_labels", "word_activations", "write_report"]
 
-from .suite import BASELINES, TASKS, evaluate_suite, fit_baselines, site_rows, suite_results  # noqa: E402
+from .corpus import EvalCorpus, resolve_corpus, training_record  # noqa: E402
+from .seeds import Interval, SeedOverlap, SeedOverlapMatrix, cross_seed_overlap, interval, overlap_matrix  # noqa: E402
+from .suite import BASELINES, TASKS, evaluate_suite, fit_baselines, run_suite, site_rows, untrained_copy  # noqa: E402
+from .suite_result import SuiteResult  # noqa: E402
+from .task_probing import TaskProbeScore, TaskProbingResult, probe_tasks  # noqa: E402
+from .tasks import BUILT_IN, Task, TaskWindows, read_labels, select_tasks, task_windows  # noqa: E402
 
-__all__ += ["BASELINES", "TASKS", "evaluate_suite", "fit_baselines", "site_rows", "suite_results"]
+__all__ += ["BASELINES", "BUILT_IN", "EvalCorpus", "Interval", "SeedOverlap", "SeedOverlapMatrix", "SuiteResult",
+            "TASKS", "Task", "TaskProbeScore", "TaskProbingResult", "TaskWindows", "cross_seed_overlap", "evaluate_suite",
+            "fit_baselines", "interval", "overlap_matrix", "probe_tasks", "read_labels", "resolve_corpus", "run_suite",
+            "select_tasks", "site_rows", "task_windows", "training_record", "untrained_copy"]

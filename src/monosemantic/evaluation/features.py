@@ -130,13 +130,17 @@ def issparse(X) -> bool:
     return hasattr(X, "tocsr")
 
 
-def fit_logistic(X_train, y_train: np.ndarray, *, C: float, max_iter: int):
-    """A scale-standardised logistic regression (multinomial for several classes): a fitted pipeline."""
+def fit_logistic(X_train, y_train: np.ndarray, *, C: float, max_iter: int, class_weight: str | None = None):
+    """A scale-standardised logistic regression (multinomial for several classes): a fitted pipeline.
+
+    ``class_weight="balanced"`` weighs classes by inverse frequency, for rare positives.
+    """
     linear_model, preprocessing, _, _ = sklearn()
     from sklearn.pipeline import make_pipeline
 
     model = make_pipeline(preprocessing.StandardScaler(with_mean=False),
-                          linear_model.LogisticRegression(C=C, max_iter=max_iter))
+                          linear_model.LogisticRegression(C=C, max_iter=max_iter,
+                                                                          class_weight=class_weight))
     with warnings.catch_warnings():
         # max_iter is bounded on purpose (runtime); an unconverged probe is still a probe.
         warnings.simplefilter("ignore")

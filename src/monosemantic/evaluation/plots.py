@@ -103,3 +103,25 @@ def absorption_bars(series: dict[str, dict[str, float]], path: Path) -> Path:
     axes.set_title("Feature absorption per first letter")
     axes.legend(fontsize=8)
     return _save(figure, path)
+
+
+def task_intervals(groups: dict[str, list[tuple[int, float, float, float]]], ceiling: float | None, path: Path,
+                   title: str) -> Path:
+    """Mean task AUROC against k per group, with its interval over seeds as error bars, and the dense ceiling."""
+    figure, axes = _figure()
+    for offset, (name, points) in enumerate(groups.items()):
+        ks = [k * (1 + 0.03 * (offset - len(groups) / 2)) for k, _, _, _ in points]  # side by side, not on top
+        means = [m for _, m, _, _ in points]
+        lows = [m - lo if math.isfinite(lo) else 0.0 for _, m, lo, _ in points]
+        highs = [hi - m if math.isfinite(hi) else 0.0 for _, m, _, hi in points]
+        axes.errorbar(ks, means, yerr=[lows, highs], marker="o", capsize=3, label=name)
+    if ceiling is not None and math.isfinite(ceiling):
+        axes.axhline(ceiling, color="black", linestyle="--", linewidth=1, label="dense probe (ceiling)")
+    axes.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+    axes.set_xscale("log")
+    axes.set_xlabel("k (latents per probe)")
+    axes.set_ylabel("mean AUROC over tasks (95% interval over seeds)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7)
+    return _save(figure, path)

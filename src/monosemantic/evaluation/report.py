@@ -1,13 +1,15 @@
 """A human report of evaluation results: ``report.md``, ``report.html`` and ``report.json`` with PNG plots.
 
-``write_report(results, folder)`` takes result dataclasses (a list, or a dict naming each, a
-value may also be a list of results of one dictionary) and writes, per kind of result found:
+``write_report(results, folder)`` takes a :class:`~.suite_result.SuiteResult` (which adds the
+corpus and tasks that ran, the contextual probing table with intervals over seeds and its plot
+``tasks.png``, and the cross-seed overlap) or result dataclasses (a list, or a dict naming each,
+a value may also be a list of results of one dictionary) and writes, per kind of result found:
 
 - reconstruction: a table per dictionary (baselines included) with L0, FVU, cosine, dead and
   dense latents; plots of the L0-FVU frontier (``frontier.png``) and the log10 density
   histograms (``densities.png``);
 - spliced loss: clean, spliced and ablated cross-entropy, loss recovered, KL;
-- probing: overall accuracy against k for every dictionary, activations and the majority
+- probing (token categories): overall accuracy against k for every dictionary, activations and the majority
   class (``probing-N.png``), and per-class F1 of the full probes;
 - absorption: means per dictionary, a per-letter table (``absorption.png``);
 - clustering: purity and NMI, and each cluster's tokens in context;
@@ -22,7 +24,6 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MonosemanticError
@@ -33,31 +34,25 @@ from .compare import MMCSResult, StitchResult
 from .metrics import ReconstructionResult
 from .probing import ProbingResult
 from .results import Result, jsonable
+from .report_tables import Section, Table
+from .seeds import Interval
 from .splice import SpliceResult
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list]
-    title: str = ""
-
-
-@dataclass
-class Section:
-    title: str
-    tables: list[Table] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)  # file names in the report folder
-    notes: list[str] = field(default_factory=list)
+from .suite_report import suite_sections
+from .suite_result import SuiteResult
 
 
 def write_report(results, folder, *, title: str = "Evaluation report", plot: bool = True) -> Path:
-    """Write ``report.md``, ``report.html``, ``report.json`` and the plots into ``folder``; returns the .md path."""
+    """``results``: a :class:`~.suite_result.SuiteResult`, or results as below. Write ``report.md``, ``report.html``, ``report.json`` and the plots into ``folder``; returns the .md path."""
+    suite = results if isinstance(results, SuiteResult) else None
+    if suite is not None:
+        title = suite.title if title == "Evaluation report" else title
+        results = {**suite.per_dictionary, **({"token categories": suite.probing} if suite.probing else {})}
     named = named_results(results)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     draw = plot and plots.available()
-    sections = [section for build in _BUILDERS if (section := build(named, folder, draw)) is not None]
+    sections = suite_sections(suite, folder, draw) if suite is not None else []
+    sections += [section for build in _BUILDERS if (section := build(named, folder, draw)) is not None]
     others = [name for name, r in named if not isinstance(r, _KNOWN)]
     if others:
         sections.append(Section("Other results", notes=[f"In report.json only: {', '.join(others)}."]))
@@ -67,7 +62,8 @@ def write_report(results, folder, *, title: str = "Evaluation report", plot: boo
     (folder / "report.md").write_text(_markdown(title, sections), encoding="utf-8")
     (folder / "report.html").write_text(_html(title, sections), encoding="utf-8")
     payload = {"title": title, "sections": [_section_json(s) for s in sections],
-               "results": [{"name": name, "kind": type(r).__name__, "result": r.to_dict()} for name, r in named]}
+               "results": [{"name": name, "kind": type(r).__name__, "result": r.to_dict()} for name, r in named],
+               **({"suite": suite.to_dict()} if suite is not None else {})}
     (folder / "report.json").write_text(json.dumps(jsonable(payload), indent=1, allow_nan=False), encoding="utf-8")
     return folder / "report.md"
 
@@ -239,6 +235,8 @@ def cell(value) -> str:
     """A table cell as text: floats to 4 significant digits, missing values as a dash."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
+    if isinstance(value, Interval):
+        return f"{value.mean:.3f}" + (f" [{value.low:.3f}, {value.high:.3f}]" if value.n > 1 else "")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -290,4 +288,6 @@ def _html(title: str, sections: list[Section]) -> str:
 
 def _section_json(section: Section) -> dict:
     return {"title": section.title, "notes": section.notes, "images": section.images,
-            "tables": [{"title": t.title, "headers": t.headers, "rows": t.rows} for t in section.tables]}
+            "tables": [{"title": t.title, "headers": t.headers,
+                        "rows": [[v.to_dict() if isinstance(v, Result) else v for v in row] for row in t.rows]}
+                       for t in section.tables]}

@@ -1,32 +1,49 @@
-"""Every evaluation of one dictionary against the neuron, PCA and ICA baselines, in one call.
+"""Every evaluation of one dictionary against baselines and controls, in one call.
 
-What ``monosemantic evaluate`` runs. The data are the held-out windows of the default corpus
-(the Python standard library, labelled with Python token categories), so the dictionary is
-never scored on windows it trained on; the baselines are fitted on training-split windows.
+What ``monosemantic evaluate`` runs. :func:`run_suite` returns a :class:`~.suite_result.SuiteResult`;
+:func:`evaluate_suite` also writes it as a report. The text is resolved by :mod:`.corpus`: by
+default the corpus the dictionary trained on, held-out windows only.
+
+Contenders, in groups (see ``suite_result``):
+
+- the dictionary, with its other seeds when given (an interval over seeds);
+- ``untrained``: each seed's architecture and size with its initial weights;
+- ``random-model``: the same recipe trained on a randomly initialised copy of the model (given,
+  as it must be trained beforehand; it reads its own model's activations of the same text);
+- ``neurons``, ``pca``, ``ica``: baselines fitted on training-split windows of the training
+  corpus (or of the evaluation corpus when the training data is unknown);
+- ``activations``: a dense probe on the raw site, the ceiling of the contextual tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..baselines import fit_baseline
 from ..data import storable_mask
-from ..dictionaries import Dictionary
+from ..dictionaries import Dictionary, dictionary_from_config
 from ..errors import MonosemanticError
 from .absorption import absorption
 from .clustering import cluster_codes
+from .corpus import EvalCorpus, resolve_corpus
 from .labels import PYTHON_CATEGORIES, labelled_activations, labelled_windows
 from .metrics import evaluate_reconstruction
 from .probing import probe_dictionaries
 from .report import write_report
+from .seeds import check_seed_group, overlap_matrix
 from .splice import evaluate_splice
-from .windows import corpus_windows
+from .suite_result import SuiteResult
+from .task_probing import ACTIVATIONS, probe_tasks
+from .tasks import read_labels, select_tasks, task_windows
 
-TASKS = ("reconstruction", "splice", "probing", "clustering", "absorption")
+TASKS = ("reconstruction", "splice", "tasks", "probing", "clustering", "absorption")
 BASELINES = ("identity", "pca", "ica")
+UNTRAINED, RANDOM_MODEL = "untrained", "random-model"
 
 
 def site_rows(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> Tensor:
@@ -36,42 +53,167 @@ def site_rows(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> Tensor:
     return labelled_activations(lm, site, windows_WS, keep_WS.long() - 1, batch_size=batch_size).acts_ND
 
 
-def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, n_windows: int = 64,
-                  context_length: int = 128, seed: int = 0, options: dict[str, dict] | None = None
-                  ) -> dict[str, Dictionary]:
-    """Baselines fitted on training-split activations of ``site``; ``identity`` is the neuron basis.
+def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, corpus: EvalCorpus | None = None,
+                  n_windows: int = 64, context_length: int = 128, seed: int = 0,
+                  options: dict[str, dict] | None = None) -> dict[str, Dictionary]:
+    """Baselines fitted on training-split windows of ``corpus`` (default: the standard library).
 
-    ``options`` maps a kind to its fit options, e.g. ``{"ica": {"max_iter": 200}}``.
+    ``identity`` is the neuron basis; ``options`` maps a kind to its fit options, e.g.
+    ``{"ica": {"max_iter": 200}}``.
     """
     if not kinds:
         return {}
-    x_ND = site_rows(lm, site, corpus_windows(lm.tokenizer, n_windows=n_windows, context_length=context_length,
-                                              split="train"))
+    corpus = corpus or resolve_corpus("stdlib", context_length=context_length)
+    train = replace(corpus, split="train")
+    x_ND = site_rows(lm, site, train.windows(lm.tokenizer, n_windows))
     names = {"identity": "neurons"}
     return {names.get(kind, kind): fit_baseline(kind, x_ND, n_components=None if kind == "identity" else n_components,
                                                 seed=seed, site=site, model=lm.name, **(options or {}).get(kind, {}))
             for kind in kinds}
 
 
-def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, *, name: str = "sae",
-                   tasks: Sequence[str] = TASKS, baselines: Sequence[str] = BASELINES, n_windows: int = 64,
-                   context_length: int = 128, min_tokens: int = 2000, seed: int = 0) -> Path:
-    """Run ``tasks`` on ``dictionary`` and the baselines; write ``report.md/.html/.json``; return its path.
+def untrained_copy(dictionary: Dictionary, seed: int) -> Dictionary:
+    """``dictionary``'s architecture and size with freshly initialised weights (the untrained control)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dictionary_from_config(dictionary.config).to(dictionary.W_dec.device).eval()
 
-    ``min_tokens``: fewer scored tokens than this is an error (density statistics need them).
+
+def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, **options) -> Path:
+    """:func:`run_suite`, written as ``report.md/.html/.json`` in ``out_dir``; returns the .md path."""
+    return write_report(run_suite(lm, dictionary, **options), out_dir)
+
+
+def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[str, Dictionary] | None = None,
+              random_control: Mapping[str, tuple[Dictionary, object]] | None = None, corpus=None,
+              trained_on: dict | None = None, allow_trained: bool = False, labels: str | Path | None = None,
+              task_names: Sequence[str] | None = None, tasks: Sequence[str] = TASKS,
+              baselines: Sequence[str] = BASELINES, n_windows: int = 64, probe_windows: int = 256,
+              context_length: int | None = None, min_tokens: int = 2000, seed: int = 0,
+              baseline_options: dict[str, dict] | None = None,
+              fitted: Mapping[str, Dictionary] | None = None) -> SuiteResult:
+    """Run ``tasks`` on ``dictionary`` (and ``seeds``: other seeds of it, by name), its controls and baselines.
+
+    ``random_control``: ``{name: (dictionary, lm)}`` of dictionaries trained the same way on a
+    randomly initialised copy of the model (``models.randomly_initialised``). ``labels``: a JSONL
+    labels file (see ``tasks.read_labels``), scored in place of the corpus's built-in tasks.
+    ``fitted``: baselines already fitted (:func:`fit_baselines`), used instead of ``baselines``.
     """
     site = _checked_site(lm, dictionary, tasks)
-    fitted = fit_baselines(lm, site, baselines, min(lm.width(site), dictionary.config.d_sae), n_windows=n_windows,
-                           context_length=context_length, seed=seed)
-    results = suite_results(lm, {name: dictionary, **fitted}, tasks=tasks, n_windows=n_windows,
-                            context_length=context_length, min_tokens=min_tokens, seed=seed, absorption_of=name)
-    return write_report(results, out_dir, title=f"Evaluation of {name} on {lm.name} {site}")
+    members = {name: dictionary, **dict(seeds or {})}
+    check_seed_group(members)
+    labelled = read_labels(labels) if labels is not None else None
+    if labelled is not None:
+        corpus, trained_on = Path(labels), None
+    where = resolve_corpus(corpus, trained_on=trained_on, context_length=context_length, allow_trained=allow_trained)
+    fit_on = resolve_corpus(None, trained_on=trained_on) if trained_on is not None else where
+    n_components = min(lm.width(site), dictionary.config.d_sae)
+    fitted = dict(fitted) if fitted is not None else fit_baselines(
+        lm, site, baselines, n_components, corpus=fit_on, n_windows=n_windows, seed=seed, options=baseline_options)
+    untrained = {f"{UNTRAINED}:{m}" if len(members) > 1 else UNTRAINED: untrained_copy(d, seed + i)
+                 for i, (m, d) in enumerate(members.items())}
+    randoms = dict(random_control or {})
+    groups = {name: tuple(members), UNTRAINED: tuple(untrained), **({RANDOM_MODEL: tuple(randoms)} if randoms else {}),
+              **{b: (b,) for b in fitted}}
+    roles = {name: "dictionary", UNTRAINED: "control", **({RANDOM_MODEL: "control"} if randoms else {}),
+             **{b: "baseline" for b in fitted}}
+    own = {**members, **untrained, **fitted}
+    run = _Run(lm, site, where, tasks, seed, min_tokens)
+    per_dictionary = run.per_dictionary(own, randoms, n_windows)
+    task_probing = None
+    if "tasks" in tasks:
+        task_probing = run.task_probing(own, randoms, probe_windows, task_names, labelled)
+        groups[ACTIVATIONS] = (ACTIVATIONS,)
+        roles[ACTIVATIONS] = "ceiling"
+    probing = run.category_probing({**members, **fitted}, n_windows) if "probing" in tasks else None
+    if "absorption" in tasks:
+        per_dictionary[name] = per_dictionary.get(name, ()) + (absorption(lm, dictionary, site),)
+    return SuiteResult(
+        title=f"Evaluation of {name} on {lm.name} {site}", model=lm.name, site=site, corpus=where,
+        ran=tuple(t for t in TASKS if t in tasks and t not in run.skipped), notes=tuple(run.notes), groups=groups,
+        roles=roles, per_dictionary=per_dictionary, probing=probing, task_probing=task_probing,
+        seed_overlap=overlap_matrix(members) if len(members) > 1 else None)
+
+
+class _Run:
+    """One suite's model, site, corpus and windows, shared by its stages."""
+
+    def __init__(self, lm, site: str, corpus: EvalCorpus, tasks: Sequence[str], seed: int, min_tokens: int):
+        self.lm, self.site, self.corpus, self.tasks, self.seed, self.min_tokens = lm, site, corpus, tasks, seed, \
+            min_tokens
+        self.notes: list[str] = []
+        self.skipped: set[str] = set()
+        self.python = corpus.corpus.get("kind") == "stdlib"
+        self._rows = None
+
+    def per_dictionary(self, own: dict, randoms: dict, n_windows: int) -> dict[str, tuple]:
+        windows_WS = self.corpus.windows(self.lm.tokenizer, n_windows)
+        out: dict[str, tuple] = {}
+        acts = {}
+        for label, (candidate, lm) in {**{k: (d, self.lm) for k, d in own.items()}, **randoms}.items():
+            found = []
+            if "reconstruction" in self.tasks:
+                if id(lm) not in acts:
+                    acts[id(lm)] = site_rows(lm, self.site, windows_WS)
+                found.append(evaluate_reconstruction(candidate, acts[id(lm)], min_tokens=self.min_tokens))
+            if "splice" in self.tasks:
+                found.append(evaluate_splice(lm, candidate, windows_WS))
+            out[label] = tuple(found)
+        if "clustering" in self.tasks:
+            self._clustering(own, n_windows, out)
+        return out
+
+    def task_probing(self, own: dict, randoms: dict, n_windows: int, task_names, labelled):
+        data = task_windows(self.lm.tokenizer, self.corpus, select_tasks(task_names), n_windows, labelled=labelled)
+        # The corpus is code when most windows parse as Python; token-category stages need that.
+        code = data.labels.get("code")
+        if code is not None and labelled is None:
+            self.python = bool((code == 1).float().mean() >= 0.5)
+        acts_ND = labelled_activations(self.lm, self.site, data.windows_WS, data.keep_WS.long() - 1).acts_ND
+        contenders: dict[str, tuple] = {ACTIVATIONS: (None, acts_ND), **{k: (d, acts_ND) for k, d in own.items()}}
+        for label, (candidate, lm) in randoms.items():
+            contenders[label] = (candidate, labelled_activations(lm, self.site, data.windows_WS,
+                                                                 data.keep_WS.long() - 1).acts_ND)
+        result = probe_tasks(contenders, data, corpus=self.corpus.to_dict(), seed=self.seed)
+        if not result.tasks:
+            self.notes.append("no contextual task had enough positives and negatives: " +
+                              "; ".join(f"{t}: {why}" for t, why in result.skipped[:3]))
+        return result
+
+    def category_probing(self, contenders: dict, n_windows: int):
+        if not self.python:
+            self.skipped.add("probing")
+            self.notes.append("token-category probing skipped: the corpus is not Python code")
+            return None
+        rows = self._category_rows(n_windows)[1]
+        return probe_dictionaries(contenders, rows.acts_ND, rows.labels_N, rows.window_N, classes=PYTHON_CATEGORIES,
+                                  seed=self.seed)
+
+    def _clustering(self, own: dict, n_windows: int, out: dict) -> None:
+        if not self.python:
+            self.skipped.add("clustering")
+            self.notes.append("clustering skipped: its classes are Python token categories and the corpus is not "
+                              "Python code")
+            return
+        windows_WS, rows = self._category_rows(n_windows)
+        for label, candidate in own.items():
+            out[label] += (cluster_codes(candidate, rows, windows_WS, self.lm.tokenizer, classes=PYTHON_CATEGORIES,
+                                         seed=self.seed, name=label),)
+
+    def _category_rows(self, n_windows: int):
+        if self._rows is None:
+            c = self.corpus
+            windows_WS, labels_WS = labelled_windows(self.lm.tokenizer, n_windows, c.context_length,
+                                                     corpus=c.source(), prepend_bos=c.prepend_bos,
+                                                     holdout=c.holdout if c.split == "holdout" else None)
+            self._rows = windows_WS, labelled_activations(self.lm, self.site, windows_WS, labels_WS)
+        return self._rows
 
 
 def _checked_site(lm, dictionary: Dictionary, tasks: Sequence[str]) -> str:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
-        raise MonosemanticError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
+        raise MonosemanticError(f"unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
     site = dictionary.config.site_in
     if site is None:
         raise MonosemanticError("the dictionary records no input site; it cannot be matched to the model's activations")
@@ -79,31 +221,8 @@ def _checked_site(lm, dictionary: Dictionary, tasks: Sequence[str]) -> str:
     if width != dictionary.config.d_in:
         raise MonosemanticError(f"dictionary expects d_in={dictionary.config.d_in} but {lm.name} site {site} has "
                                 f"width {width}; evaluate it on the model it was trained for")
+    model = dictionary.config.model
+    if model is not None and model != lm.name and not Path(model).name == Path(lm.name).name:
+        raise MonosemanticError(f"the dictionary was trained on model {model!r} but the evaluation runs {lm.name!r}; "
+                                f"pass --model {model} (or the same model's folder)")
     return site
-
-
-def suite_results(lm, contenders: dict[str, Dictionary], *, tasks: Sequence[str] = TASKS, n_windows: int = 64,
-                  context_length: int = 128, min_tokens: int = 2000, seed: int = 0,
-                  absorption_of: str | None = None) -> dict[str, list]:
-    """The results of ``tasks`` for every dictionary in ``contenders`` (all at one site), by name, as
-    :func:`~.report.write_report` takes them; absorption only for ``absorption_of``."""
-    first = next(iter(contenders.values()))
-    site = _checked_site(lm, first, tasks)
-    windows_WS, labels_WS = labelled_windows(lm.tokenizer, n_windows, context_length)
-    rows = labelled_activations(lm, site, windows_WS, labels_WS)
-    results: dict[str, list] = {}
-    for label, candidate in contenders.items():
-        found = results.setdefault(label, [])
-        if "reconstruction" in tasks:
-            found.append(evaluate_reconstruction(candidate, rows.acts_ND, min_tokens=min_tokens))
-        if "splice" in tasks:
-            found.append(evaluate_splice(lm, candidate, windows_WS))
-        if "clustering" in tasks:
-            found.append(cluster_codes(candidate, rows, windows_WS, lm.tokenizer, classes=PYTHON_CATEGORIES, seed=seed,
-                                        name=label))
-    if "probing" in tasks:
-        results["probing"] = [probe_dictionaries(contenders, rows.acts_ND, rows.labels_N, rows.window_N,
-                                                  classes=PYTHON_CATEGORIES, seed=seed)]
-    if "absorption" in tasks and absorption_of is not None:
-        results.setdefault(absorption_of, []).append(absorption(lm, contenders[absorption_of], site))
-    return results

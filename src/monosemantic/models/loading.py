@@ -153,13 +153,20 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
                dtype: str | torch.dtype = torch.float32, threads: int | None = None) -> LanguageModel:
     """Load a causal LM by hub id, local folder, ``.gguf`` file, or embedded name (``smollm2-135m``).
 
+    ``NAME@random-init-SEED`` is NAME with freshly initialised weights (see ``random_init.py``).
+
     Defaults to float32 on CPU: bfloat16 matmuls are far slower than float32 on most CPUs.
     ``device`` may be ``"auto"``; under torchrun, ``"cuda"`` means ``cuda:LOCAL_RANK``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .random_init import random_init_spec, randomly_initialised
+
     if threads:
         torch.set_num_threads(threads)
+    if (random := random_init_spec(spec)) is not None:
+        # The control model: the base's architecture and tokenizer, weights from the seed.
+        return randomly_initialised(load_model(random[0], device=device, dtype=dtype), random[1])
     target, source = _resolve_spec(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(target)

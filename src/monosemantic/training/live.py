@@ -4,7 +4,8 @@ Token windows are grouped into *chunks* of just enough windows to hold ``buffer_
 batches of storable rows. A chunk's rows are shuffled together (seeded by seed and chunk
 number) and cut into ``buffer_batches`` batches; the few rows beyond that are dropped. Chunks
 are made from the tokens alone, so starting at step n tokenises the skipped chunks but runs
-the model only from the chunk holding step n on. At the end of the corpus a new epoch starts
+the model only from the chunk holding step n on. Held-out windows (``data.split``) are never
+used, so evaluation on the same corpus can score windows no dictionary saw. At the end of the corpus a new epoch starts
 over it (its partial last chunk is dropped).
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..data import storable_mask, text_source, token_windows
+from ..data.split import DEFAULT_HOLDOUT, check_split, split_windows
 from ..errors import MonosemanticError
 from .layout import Batch, Layout
 from .seeds import generator
@@ -27,7 +29,7 @@ class LiveSource:
     def __init__(self, lm, site_in: str | None = None, site_out: str | None = None, *,
                  sites: Sequence[str] | None = None, corpus="stdlib", context_length: int = 128,
                  buffer_batches: int = 4, model_batch_size: int = 16, prepend_bos: bool = False,
-                 exclude_special: bool = True, skip_first: bool = True):
+                 exclude_special: bool = True, skip_first: bool = True, holdout: float = DEFAULT_HOLDOUT):
         if sites is not None and (site_in is not None or site_out is not None):
             raise MonosemanticError("pass either site_in (and site_out) or sites=[...] for a crosscoder, not both")
         if sites is None and site_in is None:
@@ -43,6 +45,8 @@ class LiveSource:
         self.sites = lm.resolve_sites(wanted)
         self.context_length, self.buffer_batches, self.model_batch_size = context_length, buffer_batches, model_batch_size
         self.prepend_bos, self.skip_first = prepend_bos, skip_first
+        check_split("train", holdout)
+        self.holdout = holdout
         self.special_ids = sorted(set(lm.tokenizer.all_special_ids)) if exclude_special else []
         self.layout = self._layout()
 
@@ -55,6 +59,11 @@ class LiveSource:
                                         "or more sites of one width")
             return Layout((len(self.sites), widths[0]), None, f"model {self.lm.name} sites {self.sites}")
         return Layout((widths[0],), widths[1] if len(self.sites) == 2 else None, what)
+
+    def describe(self) -> dict:
+        """The text and windows these rows come from, so evaluation can find the windows never trained on."""
+        return {"kind": "live", "corpus": self.corpus.describe(), "context_length": self.context_length,
+                "prepend_bos": self.prepend_bos, "split": "train", "holdout": self.holdout, "model": self.lm.name}
 
     def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
         first_chunk, index = divmod(start_step, self.buffer_batches)
@@ -78,8 +87,9 @@ class LiveSource:
         """(windows [W, S], storable mask [W, S]) of each chunk of one pass over the corpus."""
         need = self.buffer_batches * batch_size
         windows, masks, rows = [], [], 0
-        for window_S in token_windows(self.corpus, self.lm.tokenizer, self.context_length,
-                                      prepend_bos=self.prepend_bos):
+        # The held-out windows are skipped, as a store's training split skips them.
+        stream = token_windows(self.corpus, self.lm.tokenizer, self.context_length, prepend_bos=self.prepend_bos)
+        for _, window_S in split_windows(stream, "train", self.holdout):
             mask_S = storable_mask(window_S[None], self.special_ids, skip_first=self.skip_first)[0]
             windows.append(window_S)
             masks.append(mask_S)

@@ -52,12 +52,15 @@ def sweep_from_store(store: str | Path | ActivationStore, out_dir: str | Path, *
                      expansions: Sequence[float], sparsities: Sequence, site_in: str | None = None,
                      site_out: str | None = None, sites: Sequence[str] | None = None, options: Mapping | None = None,
                      sparsity_option: str | None = None, skip: bool = False, split: str = "train",
-                     progress: bool = True) -> TrainResult:
-    """Train the grid ``sparsities x expansions`` of ``arch`` on a store, in one pass over it."""
+                     progress: bool = True, seeds: Sequence[int] | None = None) -> TrainResult:
+    """Train the grid ``sparsities x expansions`` of ``arch`` on a store, in one pass over it.
+
+    ``seeds`` repeats each point once per init seed (names ``..._s{seed}``), see ``sweep``.
+    """
     source = StoreSource(store, site_in, site_out, sites=sites, split=split)
     options, recorded = _store_setup(source, options)
     return sweep(arch, source, config, out_dir, expansions=expansions, sparsities=sparsities, options=options,
-                 sparsity_option=sparsity_option, skip=skip, progress=progress, **recorded)
+                 sparsity_option=sparsity_option, skip=skip, progress=progress, seeds=seeds, **recorded)
 
 
 def train_live(lm, out_dir: str | Path, *, arch: str, config: TrainConfig, site_in: str, site_out: str | None = None,

@@ -33,6 +33,8 @@ class BatchSource(Protocol):
     # Optional: ``local_batches(batch_size, *, seed, start_step, rank, world)`` yielding only rank
     # ``rank``'s ``batch_size / world`` rows of each global batch, read without the other ranks'
     # data. Sources without it are read whole by every rank and sliced.
+    # Optional: ``describe()`` -> a JSON dict naming the text and windows the rows come from
+    # (kept in training.json as ``data``, where evaluation looks for the windows never trained on).
 
 
 class TensorSource:
@@ -107,6 +109,14 @@ class StoreSource:
             self.layout = Layout((len(self.sites), widths[0]), None, what)
         else:
             self.layout = Layout((widths[0],), widths[1] if self.mode == "transcoder" else None, what)
+
+    def describe(self) -> dict:
+        """The text and windows these rows come from, so evaluation can find the windows never trained on."""
+        settings = self.store.manifest.settings
+        return {"kind": "store", "store": str(self.store.path), "corpus": settings.corpus,
+                "context_length": settings.context_length, "prepend_bos": settings.prepend_bos,
+                "split": self.split, "holdout": self.holdout, "model": settings.model.get("name")
+                if isinstance(settings.model, dict) else None}
 
     def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
         parts = self.partitions or 1

@@ -90,6 +90,8 @@ class Trainer:
             if self.config.resample_every is not None:
                 check_resamplable(name, dictionary)
         self.device = resolve_device(self.config.device)
+        describe = getattr(source, "describe", None)
+        self.data = describe() if describe is not None else None
         self.replicas = join_replicas(self.device)
         try:
             slots = self._slots()
@@ -317,7 +319,7 @@ class Trainer:
         """``training.json``: how the saved dictionaries were trained and how they ended."""
         summary = {"steps": saved.step, "tokens": saved.step * self.config.batch_size,
                    "scale_in": saved.scales.scale_in, "scale_out": saved.scales.scale_out,
-                   "train_config": self.config.to_dict(),
+                   "train_config": self.config.to_dict(), "data": self.data,
                    "dictionaries": {name: {"config": d.config.to_dict(), "lr": self.lrs[name],
                                            "metrics": saved.metrics.get(name)}
                                     for name, d in self.dictionaries.items()}}

@@ -23,6 +23,7 @@ from .explainers import (
     explain_prompt,
     parse_explanation,
 )
+from .judge import JudgeCheck, judge_check
 from .pipeline import (
     AutointerpResult,
     Explanation,
@@ -47,7 +48,7 @@ from .tasks import (
 
 __all__ = ["AutointerpComparison", "AutointerpResult", "ComparisonRow", "Explanation", "LLMReplyError", "LLMScorer",
            "LLMUnavailable", "LatentScore", "OfflineExplainer", "OfflineSimulator", "OpenAIClient", "OpenAIExplainer",
-           "Sample", "TaskScore", "analyze_and_score", "auroc", "autointerp", "balanced_accuracy", "compare_autointerp",
-           "compare_with_baselines", "detection_samples", "explain_latents", "explain_prompt", "fuzzing_samples",
+           "JudgeCheck", "Sample", "TaskScore", "analyze_and_score", "auroc", "autointerp", "balanced_accuracy", "compare_autointerp",
+           "compare_with_baselines", "detection_samples", "explain_latents", "explain_prompt", "fuzzing_samples", "judge_check",
            "matches", "named_tokens", "parse_explanation", "parse_probabilities", "quote_token", "render",
            "score_predictions", "select_latents", "split_examples", "write_autointerp"]

@@ -1,0 +1,351 @@
+"""Binary probing tasks and the labelled windows they are scored on.
+
+A :class:`Task` labels tokens (or, ``pooled``, whole windows) 1, 0 or -1 (not scored). Families:
+
+- ``python``: contexts from ``tokenize`` and ``ast`` (:mod:`.contexts`): inside a docstring, a
+  def signature, call arguments, ... Documents that do not parse leave them unlabelled.
+- ``text``: contexts any text has (:mod:`.text_contexts`): inside brackets or quotes, in a
+  question, at a line start. They need no labels.
+- ``sequence``: one label per window, its codes mean-pooled over positions (as SAEBench pools):
+  the standard-library package a file belongs to (one task per package found), and code vs
+  prose where a corpus mixes them.
+- ``labels``: a user's JSONL file (:func:`read_labels`): a ``label`` per text (pooled tasks,
+  one per class) or labelled character ``spans`` (token tasks, one per class).
+
+:func:`task_windows` packs the corpus exactly as ``token_windows`` does (so held-out windows are
+the ones a store never trained on) and labels only the documents that reach a kept window.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data import storable_mask
+from ..data.sources import StdlibSource
+from ..data.split import split_windows
+from ..data.windows import separator_id
+from ..errors import MonosemanticError
+from .contexts import PYTHON_CONTEXTS, python_context_chars
+from .corpus import EvalCorpus
+from .text_contexts import TEXT_CONTEXTS, text_context_chars
+
+FAMILIES = ("python", "text", "sequence", "labels")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    family: str  # one of FAMILIES
+    pooled: bool = False  # one label per window; codes are mean-pooled over its positions
+
+
+BUILT_IN = (tuple(Task(t.name, t.description, "python") for t in PYTHON_CONTEXTS)
+            + tuple(Task(name, text, "text") for name, text in TEXT_CONTEXTS.items())
+            + (Task("package", "which standard-library package a file belongs to (one task per package)",
+                    "sequence", pooled=True),
+               Task("code", "code rather than prose (a corpus that mixes them)", "sequence", pooled=True)))
+
+
+def select_tasks(names: Sequence[str] | None = None, *, labels: bool = False) -> tuple[Task, ...]:
+    """The built-in tasks named (families may be named too: ``python``, ``text``, ``sequence``); None: all."""
+    if names is None:
+        return BUILT_IN
+    chosen: list[Task] = []
+    for name in names:
+        found = [t for t in BUILT_IN if name in (t.name, t.family)]
+        if not found and not (labels and name == "labels"):
+            raise MonosemanticError(f"task {name!r} does not exist; expected a family ({', '.join(FAMILIES[:3])}) "
+                                    f"or one of: {', '.join(t.name for t in BUILT_IN)}")
+        chosen += [t for t in found if t not in chosen]
+    return tuple(chosen)
+
+
+class TaskWindows(NamedTuple):
+    """Scoreable windows and, per task, labels: ``[W, S]`` for token tasks, ``[W]`` for pooled ones."""
+
+    windows_WS: Tensor  # int64
+    keep_WS: Tensor  # bool: storable positions (what pooled tasks average over)
+    labels: dict[str, Tensor]  # task name -> int8 labels (1, 0, -1 unscored)
+    tasks: dict[str, Task]  # the tasks labelled, by name (per-class tasks expanded)
+
+
+class LabelledText(NamedTuple):
+    """A user's labelled text: a document label, or character spans ``(start, end, label)``."""
+
+    text: str
+    label: str | None
+    spans: tuple[tuple[int, int, str], ...]
+
+
+def read_labels(path: str | Path) -> list[LabelledText]:
+    """A JSONL file of ``{"text": ..., "label": ...}`` or ``{"text": ..., "spans": [[start, end, label], ...]}``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise MonosemanticError(f"cannot read labels file {path} ({err}); expected a UTF-8 JSONL file") from None
+    found = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            found.append(_labelled_line(line, f"{path} line {number}"))
+    if not found:
+        raise MonosemanticError(f"labels file {path} holds no texts; expected one JSON object per line")
+    return found
+
+
+def _labelled_line(line: str, where: str) -> LabelledText:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        raise MonosemanticError(f"{where} is not JSON; expected {{\"text\": ..., \"label\": ...}}") from None
+    text, label, spans = (row.get(k) for k in ("text", "label", "spans")) if isinstance(row, dict) else (None,) * 3
+    if not isinstance(text, str) or (label is None) == (spans is None):
+        raise MonosemanticError(f"{where} needs a string \"text\" and either \"label\" or \"spans\"")
+    parsed = []
+    for span in spans or ():
+        if not (isinstance(span, list) and len(span) == 3 and all(isinstance(v, int) for v in span[:2])
+                and 0 <= span[0] < span[1] <= len(text)):
+            raise MonosemanticError(f"{where}: span {span!r} is invalid; expected [start, end, label] with "
+                                    f"0 <= start < end <= {len(text)}")
+        parsed.append((span[0], span[1], str(span[2])))
+    return LabelledText(text, None if label is None else str(label), tuple(parsed))
+
+
+def task_windows(tokenizer, corpus: EvalCorpus, tasks: Sequence[Task], n_windows: int, *,
+                 labelled: Sequence[LabelledText] | None = None) -> TaskWindows:
+    """The first ``n_windows`` scoreable windows of ``corpus`` (or of ``labelled`` texts) and their labels."""
+    if labelled is not None:
+        documents, labeller = [t.text for t in labelled], _UserLabels(labelled, tokenizer)
+    else:
+        documents, labeller = corpus.source(), _BuiltInLabels(tasks, corpus)
+    packer = _Packer(tokenizer, corpus, labeller)
+    chosen = split_windows(packer.windows(documents), corpus.split, corpus.holdout)
+    kept = [tuple(lazy) for _, (_, lazy) in zip(range(n_windows), chosen)]
+    if len(kept) < n_windows:
+        raise MonosemanticError(f"corpus {corpus.label} yields only {len(kept)} {corpus.split} windows of "
+                                f"{corpus.context_length} tokens; the tasks need {n_windows}; ask for fewer windows "
+                                "or use a bigger corpus")
+    windows_WS = torch.stack([ids for ids, _ in kept])
+    keep_WS = storable_mask(windows_WS, tokenizer.all_special_ids)
+    labels = labeller.stack([labels for _, labels in kept], keep_WS)
+    return TaskWindows(windows_WS, keep_WS, labels, labeller.tasks(labels))
+
+
+class _Packer:
+    """Packs documents into windows like ``token_windows``; a window's labels are computed only if kept."""
+
+    def __init__(self, tokenizer, corpus: EvalCorpus, labeller):
+        if not getattr(tokenizer, "is_fast", False):
+            raise MonosemanticError(f"labelling tokens needs character offsets, which {type(tokenizer).__name__} "
+                                    "does not give; load the model's fast tokenizer")
+        self.tokenizer, self.labeller = tokenizer, labeller
+        self.prefix = [int(tokenizer.bos_token_id)] if corpus.prepend_bos and tokenizer.bos_token_id is not None \
+            else []
+        self.body, self.sep = corpus.context_length - len(self.prefix), separator_id(tokenizer)
+
+    def windows(self, documents):
+        ids: list[int] = []
+        where: list[tuple[int, int]] = []  # per stream token: (document, token in it); (-1, -1) separators
+        docs: dict[int, tuple[str, list]] = {}
+        for d, text in enumerate(documents):
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            if not encoded["input_ids"]:
+                continue  # token_windows skips empty documents, separator included
+            docs[d] = (text, encoded["offset_mapping"])
+            ids += encoded["input_ids"] + ([] if self.sep is None else [self.sep])
+            where += [(d, t) for t in range(len(encoded["input_ids"]))] + ([] if self.sep is None else [(-1, -1)])
+            start = 0
+            while len(ids) - start >= self.body:
+                span = where[start:start + self.body]
+                yield _LazyWindow(self, self.prefix + ids[start:start + self.body], span, docs)
+                start += self.body
+            del ids[:start], where[:start]
+            for old in [k for k in docs if k < (where[0][0] if where and where[0][0] >= 0 else d)]:
+                del docs[old]
+
+
+class _LazyWindow:
+    """One packed window; split_windows yields it, and only kept ones are turned into (ids, labels)."""
+
+    def __init__(self, packer: _Packer, ids: list[int], span: list[tuple[int, int]], docs: dict):
+        self.packer, self.ids, self.span = packer, ids, span
+        self.docs = {d: docs[d] for d in {d for d, _ in span if d >= 0}}
+
+    def __iter__(self):
+        labels = self.packer.labeller.window(self.span, self.docs, len(self.packer.prefix))
+        return iter((torch.tensor(self.ids, dtype=torch.int64), labels))
+
+
+class _DocumentLabels:
+    """Per-document token labels, cached while a document spans windows."""
+
+    def __init__(self):
+        self.cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def window(self, span, docs: dict, n_prefix: int) -> dict[str, np.ndarray]:
+        self.cache = {d: labels for d, labels in self.cache.items() if d in docs}
+        for d in docs:
+            if d not in self.cache:
+                self.cache[d] = self.document(d, *docs[d])
+        names = sorted({name for d in docs for name in self.cache[d]})
+        out = {name: np.full(n_prefix + len(span), -1, dtype=np.int8) for name in names}
+        for position, (d, t) in enumerate(span):
+            if d >= 0:
+                for name, labels_T in self.cache[d].items():
+                    out[name][n_prefix + position] = labels_T[t]
+        return out
+
+    def document(self, index: int, text: str, offsets: list) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def _first_chars(text: str, offsets: list) -> np.ndarray:
+    """Each token's first non-space character (its first character if all spaces), as in labels.py."""
+    first_T = np.empty(len(offsets), dtype=np.int64)
+    for t, (start, end) in enumerate(offsets):
+        piece = text[start:end]
+        first_T[t] = start + (len(piece) - len(piece.lstrip()) if piece.strip() else 0)
+    return np.minimum(first_T, max(len(text) - 1, 0))
+
+
+def _token_labels(first_T: np.ndarray, valid_C: np.ndarray | None, mask_C: np.ndarray) -> np.ndarray:
+    labels_T = mask_C[first_T].astype(np.int8)
+    if valid_C is not None:
+        labels_T[~valid_C[first_T]] = -1
+    return labels_T
+
+
+class _BuiltInLabels(_DocumentLabels):
+    def __init__(self, tasks: Sequence[Task], corpus: EvalCorpus):
+        super().__init__()
+        self.families = {t.family for t in tasks}
+        self.names = {t.name for t in tasks}
+        source = corpus.source()
+        self.files, self.root = (source.files(), source.root) if isinstance(source, StdlibSource) else (None, None)
+        self.chosen = tasks
+
+    def document(self, index: int, text: str, offsets: list) -> dict[str, np.ndarray]:
+        if not text:
+            return {}
+        first_T, out = _first_chars(text, offsets), {}
+        if "python" in self.families:
+            for name, (valid_C, mask_C) in python_context_chars(text).items():
+                if name in self.names:
+                    out[name] = _token_labels(first_T, valid_C, mask_C)
+        if "text" in self.families:
+            out |= {name: _token_labels(first_T, None, mask_C) for name, mask_C in text_context_chars(text).items()
+                    if name in self.names}
+        if "package" in self.names and self.files is not None:
+            out["package=" + _package(self.files[index], self.root)] = np.ones(len(offsets), dtype=np.int8)
+        if "code" in self.names:
+            out["code"] = np.full(len(offsets), _parses(text), dtype=np.int8)
+        return out
+
+    def stack(self, labels: list[dict[str, np.ndarray]], keep_WS: Tensor) -> dict[str, Tensor]:
+        token = [t.name for t in self.chosen if not t.pooled]
+        out = {name: _stack_token(labels, name, keep_WS) for name in token}
+        packages = sorted({n for window in labels for n in window if n.startswith("package=")})
+        for name in packages + (["code"] if "code" in self.names else []):
+            out[name] = _pooled(labels, name, keep_WS, one_vs_rest=name.startswith("package="))
+        return out
+
+    def tasks(self, labels: dict[str, Tensor]) -> dict[str, Task]:
+        by_name = {t.name: t for t in self.chosen}
+        return {name: by_name.get(name) or Task(name, f"a file of the standard-library package "
+                                                     f"{name.split('=', 1)[1]}", "sequence", pooled=True)
+                for name in labels}
+
+
+class _UserLabels(_DocumentLabels):
+    def __init__(self, labelled: Sequence[LabelledText], tokenizer):
+        super().__init__()
+        self.labelled = labelled
+        _check_spans(labelled, tokenizer)
+        classes = {t.label for t in labelled if t.label is not None}
+        span_classes = {s[2] for t in labelled for s in t.spans}
+        for kind, found in (("document labels", classes), ("span labels", span_classes)):
+            if len(found) == 1:
+                raise MonosemanticError(f"the {kind} have one class ({found.pop()!r}); a probe needs two or more; "
+                                        "label some texts (or spans) with another class")
+        self.classes, self.span_classes = sorted(classes), sorted(span_classes)
+
+    def document(self, index: int, text: str, offsets: list) -> dict[str, np.ndarray]:
+        item = self.labelled[index]
+        if item.label is not None:
+            return {"label=" + c: np.full(len(offsets), int(item.label == c), dtype=np.int8) for c in self.classes}
+        out = {"span=" + c: np.zeros(len(offsets), dtype=np.int8) for c in self.span_classes}
+        first_T = _first_chars(text, offsets)
+        for start, end, label in item.spans:
+            out["span=" + label][(first_T >= start) & (first_T < end)] = 1
+        return out
+
+    def stack(self, labels: list[dict[str, np.ndarray]], keep_WS: Tensor) -> dict[str, Tensor]:
+        out = {"span=" + c: _stack_token(labels, "span=" + c, keep_WS) for c in self.span_classes}
+        return out | {"label=" + c: _pooled(labels, "label=" + c, keep_WS, one_vs_rest=False) for c in self.classes}
+
+    def tasks(self, labels: dict[str, Tensor]) -> dict[str, Task]:
+        return {name: Task(name, f"labelled {name.split('=', 1)[1]!r} in the labels file", "labels",
+                           pooled=name.startswith("label=")) for name in labels}
+
+
+def _check_spans(labelled: Sequence[LabelledText], tokenizer) -> None:
+    """Every span starts and ends where a token does (a token's leading space may stay outside it)."""
+    for index, item in enumerate(labelled):
+        if not item.spans:
+            continue
+        offsets = tokenizer(item.text, add_special_tokens=False, return_offsets_mapping=True,
+                            verbose=False)["offset_mapping"]
+        first_T = _first_chars(item.text, offsets)
+        starts, ends = set(first_T.tolist()) | {s for s, _ in offsets}, {e for _, e in offsets}
+        for start, end, label in item.spans:
+            if start not in starts or end not in ends:
+                raise MonosemanticError(f"span ({start}, {end}, {label!r}) of text {index + 1} does not fall on token "
+                                        f"boundaries ({item.text[start:end]!r}); expected spans that start and end "
+                                        "where the model's tokens do")
+
+
+def _stack_token(labels: list[dict[str, np.ndarray]], name: str, keep_WS: Tensor) -> Tensor:
+    width = keep_WS.shape[1]
+    rows = [window.get(name, np.full(width, -1, dtype=np.int8)) for window in labels]
+    return torch.from_numpy(np.stack(rows)).masked_fill(~keep_WS, -1)
+
+
+def _pooled(labels: list[dict[str, np.ndarray]], name: str, keep_WS: Tensor, *, one_vs_rest: bool) -> Tensor:
+    """A window's label when every storable position agrees on it (-1 when it straddles documents that differ)."""
+    out = torch.full((len(labels),), -1, dtype=torch.int8)
+    for w, window in enumerate(labels):
+        keep_S = keep_WS[w].numpy()
+        values = window.get(name, np.full(keep_S.size, -1, dtype=np.int8))[keep_S]
+        if not values.size:
+            continue
+        if one_vs_rest:
+            # Positive where every position is from the package, negative where none is.
+            ones = values == 1
+            out[w] = 1 if ones.all() else 0 if not ones.any() else -1
+        elif (values == values[0]).all() and values[0] >= 0:
+            out[w] = int(values[0])
+    return out
+
+
+def _package(file: Path, root: Path) -> str:
+    """The top-level package of a stdlib file (a single-file module counts as ``modules``)."""
+    parts = file.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else "modules"
+
+
+def _parses(text: str) -> int:
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return 0
+    return 1
