@@ -266,9 +266,41 @@ def test_suite_reports_intervals_over_seeds_and_the_verdict_follows_them(tiny_mo
     assert beaten == all(ours.separated_above(suite.task_interval(g, 1))
                          for g in ("untrained", "random-model", "neurons", "pca", "ica"))
     assert suite.seed_overlap is not None and len(suite.seed_overlap.pairs) == 3
+    # The frontier: dense bases truncated to each L0, exact at full width, better with every coordinate.
+    for basis in ("neurons", "pca"):
+        curve = suite.frontier[basis]
+        assert curve[-1][0] == 64 and curve[-1][1] == pytest.approx(0, abs=1e-5)
+        assert all(a[1] >= b[1] - 1e-9 for a, b in zip(curve, curve[1:])) and curve[0][1] > 0.1
     path = write_report(suite, tmp_path / "eval")
     markdown = path.read_text()
     assert "## Contextual probing" in markdown and "## Seeds: train twice, same features?" in markdown
     assert (tmp_path / "eval" / "tasks.png").stat().st_size > 0
     payload = json.loads(path.with_suffix(".json").read_text())
     assert payload["suite"]["groups"][names[0]] == names
+
+
+def test_the_offline_judge_states_and_applies_a_context(smol_tokenizer):
+    from monosemantic.evaluation.autointerp import OfflineExplainer, OfflineSimulator
+    from monosemantic.features.data import Example
+
+    token_str = smol_tokenizer.decode
+    examples = []
+    for i in range(8):
+        ids = smol_tokenizer(f"x = a + f(a, b{i}) - a * g(c, a)\n", add_special_tokens=False)["input_ids"]
+        texts = [token_str([t]) for t in ids]
+        # Fires on ' a' inside brackets only; ' a' outside them stays silent.
+        depth, acts = 0, []
+        for text in texts:
+            depth += text.count("(") - text.count(")")
+            acts.append(1.0 if text == " a" and depth > 0 else 0.0)
+        peak = acts.index(1.0)
+        examples.append(Example(0, 0, ids, acts, peak))
+    explanation = OfflineExplainer().explain(examples, lambda t: token_str([t]))
+    assert "' a'" in explanation and "in context in_parentheses" in explanation
+    inside = [token_str([t]) for t in smol_tokenizer("y = h(b, a)", add_special_tokens=False)["input_ids"]]
+    outside = [token_str([t]) for t in smol_tokenizer("y = a + 1", add_special_tokens=False)["input_ids"]]
+    assert OfflineSimulator().detect(explanation, [inside, outside]) == [0.5, 0.0]
+    # Without the context clause the token alone fires everywhere.
+    assert OfflineSimulator().detect("fires on ' a'", [inside, outside]) == [0.5, 0.5]
+    plain = OfflineExplainer(contexts=False).explain(examples, lambda t: token_str([t]))
+    assert "in context" not in plain

@@ -527,7 +527,9 @@ def explain(
     llm_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key.")] = None,
     llm_timeout: Annotated[float, typer.Option(help="Seconds to wait for each LLM reply.")] = 60.0,
     compare: Annotated[list[str] | None, typer.Option(help="NAME=FOLDER: another feature folder (e.g. neurons, PCA) "
-                                                          "to score the same way and compare; repeat.")] = None,
+                                                          "to score the same way and compare; repeat. Names starting "
+                                                          "untrained or random-model are controls: the judge is "
+                                                          "checked against them.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for latent sampling and task shuffling.")] = 0,
     report: Annotated[Path | None, typer.Option(help="Write the full results as JSON here.")] = None,
 ):
@@ -535,6 +537,7 @@ def explain(
     from .evaluation.autointerp import (
         autointerp,
         compare_autointerp,
+        judge_check,
         select_latents,
         write_autointerp,
     )
@@ -561,6 +564,9 @@ def explain(
         typer.echo(f"explanations: {folder / 'explanations.json'}")
     if len(results) > 1:
         typer.echo(compare_autointerp(results).table())
+        controls = [name for name in results if name.startswith(("untrained", "random-model"))]
+        if controls:
+            typer.echo(judge_check(results, "dictionary", controls).message)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps({name: r.to_dict() for name, r in results.items()}, indent=1))

@@ -78,7 +78,8 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=Non
 
         raise MonosemanticError(f"the headline dictionary {name} is not in the sweep ({', '.join(sweep.dictionaries)}); "
                                 "make headline_k and headline_expansion one of the swept values")
-    suite, fitted = _evaluate(lm, name, sweep.dictionaries[name], seeds, random, out, settings, clock)
+    suite, fitted = _evaluate(lm, name, sweep.dictionaries[name], seeds, random, sweep.dictionaries, out, settings,
+                              clock)
     report = write_report(suite, out / "eval")
     contenders = {name: sweep.dictionaries[name], **fitted}
     comparison, judge, feature_folder = _features(lm, name, contenders, random, out, settings, clock)
@@ -139,7 +140,8 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
     return sweep, seeds, random
 
 
-def _evaluate(lm, name: str, sae, seeds: dict, random, out: Path, settings: DemoSettings, clock: _Clock):
+def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict, out: Path,
+              settings: DemoSettings, clock: _Clock):
     """(the SuiteResult, the fitted baselines by name)."""
     from .evaluation import fit_baselines, resolve_corpus, run_suite, training_record
 
@@ -153,7 +155,7 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, out: Path, settings: Demo
     with clock(f"evaluate against neurons, PCA, ICA and the controls ({stages})"):
         suite = run_suite(lm, sae, name=name, seeds=seeds, random_control={RANDOM_MODEL: random} if random else None,
                           trained_on=trained_on, n_windows=settings.eval_windows, probe_windows=settings.probe_windows,
-                          min_tokens=settings.min_tokens, seed=settings.seed, fitted=fitted)
+                          min_tokens=settings.min_tokens, seed=settings.seed, fitted=fitted, sweep=sweep_dictionaries)
     return suite, fitted
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..activations import held_out
+from ..data.split import split_windows
 from ..data import storable_mask, text_source
 from ..data.windows import separator_id
 from ..errors import MonosemanticError
@@ -194,12 +194,11 @@ def labelled_windows(tokenizer, n_windows: int, context_length: int = 128, *, co
     if holdout is not None and not 0 < holdout < 1:
         raise MonosemanticError(f"holdout={holdout!r} is not a fraction in (0, 1); try 0.05, or None for every window")
     kept: list[tuple[Tensor, Tensor]] = []
-    for index, (window_S, labels_S) in enumerate(_packed(tokenizer, corpus, labeller, context_length, prepend_bos,
-                                                           text_column)):
-        if holdout is None or bool(held_out(torch.tensor([index]), holdout)):
-            kept.append((window_S, labels_S))
-            if len(kept) == n_windows:
-                break
+    packed = _packed(tokenizer, corpus, labeller, context_length, prepend_bos, text_column)
+    for _, (window_S, labels_S) in split_windows(packed, "all" if holdout is None else "holdout", holdout or 0.0):
+        kept.append((window_S, labels_S))
+        if len(kept) == n_windows:
+            break
     if len(kept) < n_windows:
         raise MonosemanticError(f"corpus {corpus!r} yields only {len(kept)} held-out windows of {context_length} "
                                 f"tokens, fewer than the {n_windows} asked; ask for fewer windows or a bigger corpus")

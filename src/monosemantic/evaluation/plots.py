@@ -34,9 +34,16 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def frontier(points: list[tuple[str, float, float]], path: Path) -> Path:
-    """L0 against FVU, one labelled point per dictionary (lower left is better)."""
+def frontier(points: list[tuple[str, float, float]], path: Path,
+             curves: dict[str, list[tuple[float, float]]] | None = None) -> Path:
+    """L0 against FVU, one labelled point per dictionary (lower left is better), and ``curves``:
+    dense bases truncated to each L0 (their full-width point, FVU 0, would sit off a log axis)."""
     figure, axes = _figure()
+    for name, curve in (curves or {}).items():
+        axes.plot([l0 for l0, _ in curve], [fvu for _, fvu in curve], linestyle="--", marker=".", linewidth=1,
+                  label=f"{name}, top-L0 coordinates")
+    if curves:
+        axes.legend(fontsize=7)
     for name, l0, fvu in points:
         axes.scatter([l0], [fvu], s=36)
         axes.annotate(name, (l0, fvu), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -53,6 +53,11 @@ def write_report(results, folder, *, title: str = "Evaluation report", plot: boo
     draw = plot and plots.available()
     sections = suite_sections(suite, folder, draw) if suite is not None else []
     sections += [section for build in _BUILDERS if (section := build(named, folder, draw)) is not None]
+    if suite is not None and suite.frontier and draw:
+        # Baselines become curves (truncated to each L0) instead of points at their full width.
+        points = [(n, r.l0, r.fvu) for n, r in named if isinstance(r, ReconstructionResult)
+                  and n not in suite.frontier and _finite(r.l0, r.fvu)]
+        plots.frontier(points, folder / "frontier.png", curves={k: list(v) for k, v in suite.frontier.items()})
     others = [name for name, r in named if not isinstance(r, _KNOWN)]
     if others:
         sections.append(Section("Other results", notes=[f"In report.json only: {', '.join(others)}."]))

@@ -31,6 +31,7 @@ from ..errors import MonosemanticError
 from .absorption import absorption
 from .clustering import cluster_codes
 from .corpus import EvalCorpus, resolve_corpus
+from .frontier import budgets, truncated_curve
 from .labels import PYTHON_CATEGORIES, labelled_activations, labelled_windows
 from .metrics import evaluate_reconstruction
 from .probing import probe_dictionaries
@@ -90,14 +91,15 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
               task_names: Sequence[str] | None = None, tasks: Sequence[str] = TASKS,
               baselines: Sequence[str] = BASELINES, n_windows: int = 64, probe_windows: int = 256,
               context_length: int | None = None, min_tokens: int = 2000, seed: int = 0,
-              baseline_options: dict[str, dict] | None = None,
-              fitted: Mapping[str, Dictionary] | None = None) -> SuiteResult:
+              baseline_options: dict[str, dict] | None = None, fitted: Mapping[str, Dictionary] | None = None,
+              sweep: Mapping[str, Dictionary] | None = None) -> SuiteResult:
     """Run ``tasks`` on ``dictionary`` (and ``seeds``: other seeds of it, by name), its controls and baselines.
 
     ``random_control``: ``{name: (dictionary, lm)}`` of dictionaries trained the same way on a
     randomly initialised copy of the model (``models.randomly_initialised``). ``labels``: a JSONL
     labels file (see ``tasks.read_labels``), scored in place of the corpus's built-in tasks.
     ``fitted``: baselines already fitted (:func:`fit_baselines`), used instead of ``baselines``.
+    ``sweep``: other dictionaries of the same site (a sweep), measured for the frontier only.
     """
     site = _checked_site(lm, dictionary, tasks)
     members = {name: dictionary, **dict(seeds or {})}
@@ -120,6 +122,11 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
     own = {**members, **untrained, **fitted}
     run = _Run(lm, site, where, tasks, seed, min_tokens)
     per_dictionary = run.per_dictionary(own, randoms, n_windows)
+    frontier = None
+    if "reconstruction" in tasks:
+        per_dictionary |= run.per_dictionary({k: d for k, d in (sweep or {}).items() if k not in own}, {}, n_windows,
+                                             stages=("reconstruction",))
+        frontier = run.frontier(fitted, n_windows)
     task_probing = None
     if "tasks" in tasks:
         task_probing = run.task_probing(own, randoms, probe_windows, task_names, labelled)
@@ -132,7 +139,7 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
         title=f"Evaluation of {name} on {lm.name} {site}", model=lm.name, site=site, corpus=where,
         ran=tuple(t for t in TASKS if t in tasks and t not in run.skipped), notes=tuple(run.notes), groups=groups,
         roles=roles, per_dictionary=per_dictionary, probing=probing, task_probing=task_probing,
-        seed_overlap=overlap_matrix(members) if len(members) > 1 else None)
+        seed_overlap=overlap_matrix(members) if len(members) > 1 else None, frontier=frontier)
 
 
 class _Run:
@@ -145,23 +152,39 @@ class _Run:
         self.skipped: set[str] = set()
         self.python = corpus.corpus.get("kind") == "stdlib"
         self._rows = None
+        self._windows: dict[int, Tensor] = {}
+        self._acts: dict[tuple, Tensor] = {}
 
-    def per_dictionary(self, own: dict, randoms: dict, n_windows: int) -> dict[str, tuple]:
-        windows_WS = self.corpus.windows(self.lm.tokenizer, n_windows)
+    def per_dictionary(self, own: dict, randoms: dict, n_windows: int, stages=None) -> dict[str, tuple]:
+        stages = self.tasks if stages is None else stages
+        windows_WS = self.windows(n_windows)
         out: dict[str, tuple] = {}
-        acts = {}
         for label, (candidate, lm) in {**{k: (d, self.lm) for k, d in own.items()}, **randoms}.items():
             found = []
-            if "reconstruction" in self.tasks:
-                if id(lm) not in acts:
-                    acts[id(lm)] = site_rows(lm, self.site, windows_WS)
-                found.append(evaluate_reconstruction(candidate, acts[id(lm)], min_tokens=self.min_tokens))
-            if "splice" in self.tasks:
+            if "reconstruction" in stages:
+                found.append(evaluate_reconstruction(candidate, self.rows(lm, n_windows), min_tokens=self.min_tokens))
+            if "splice" in stages:
                 found.append(evaluate_splice(lm, candidate, windows_WS))
             out[label] = tuple(found)
-        if "clustering" in self.tasks:
+        if "clustering" in stages:
             self._clustering(own, n_windows, out)
         return out
+
+    def windows(self, n_windows: int) -> Tensor:
+        if n_windows not in self._windows:
+            self._windows[n_windows] = self.corpus.windows(self.lm.tokenizer, n_windows)
+        return self._windows[n_windows]
+
+    def rows(self, lm, n_windows: int) -> Tensor:
+        """Activations of ``lm`` (the model, or a random-model control's) at the storable positions."""
+        key = (id(lm), n_windows)
+        if key not in self._acts:
+            self._acts[key] = site_rows(lm, self.site, self.windows(n_windows))
+        return self._acts[key]
+
+    def frontier(self, fitted: dict, n_windows: int) -> dict:
+        acts_ND = self.rows(self.lm, n_windows)
+        return {name: truncated_curve(basis, acts_ND, budgets(basis.d_sae)) for name, basis in fitted.items()}
 
     def task_probing(self, own: dict, randoms: dict, n_windows: int, task_names, labelled):
         data = task_windows(self.lm.tokenizer, self.corpus, select_tasks(task_names), n_windows, labelled=labelled)

@@ -35,6 +35,7 @@ class SuiteResult(Result):
     probing: ProbingResult | None  # token categories (Python corpora only)
     task_probing: TaskProbingResult | None  # contextual binary tasks
     seed_overlap: SeedOverlapMatrix | None  # cross-seed decoder overlap of the evaluated dictionary
+    frontier: dict | None = None  # baseline name -> ((l0, fvu), ...) truncated to each L0 (frontier.py)
 
     @property
     def dictionary(self) -> str:

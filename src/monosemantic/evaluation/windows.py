@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..activations import held_out
+from ..data.split import split_windows
 from ..data import text_source, token_windows
 from ..errors import MonosemanticError
 
@@ -30,11 +31,10 @@ def corpus_windows(tokenizer, corpus="stdlib", *, n_windows: int, context_length
     kept: list[Tensor] = []
     windows = token_windows(text_source(corpus, text_column=text_column), tokenizer, context_length,
                             prepend_bos=prepend_bos)
-    for index, window_S in enumerate(windows):
-        if holdout is None or bool(held_out(torch.tensor([index]), holdout)) == (split == "holdout"):
-            kept.append(window_S)
-            if len(kept) == n_windows:
-                return torch.stack(kept)
+    for _, window_S in split_windows(windows, "all" if holdout is None else split, holdout or 0.0):
+        kept.append(window_S)
+        if len(kept) == n_windows:
+            return torch.stack(kept)
     raise MonosemanticError(f"corpus {corpus!r} yields only {len(kept)} {split} windows of {context_length} tokens, "
                             f"fewer than the {n_windows} asked; ask for fewer windows or use a bigger corpus")
 

@@ -7,8 +7,9 @@ An explainer has a ``source`` (recorded beside each explanation) and
 (aggregate counts, the table a dashboard shows).
 
 - :class:`OfflineExplainer` (deterministic, no network) names the tokens carrying most of the
-  latent's firing, the share of firings they cover, and a frequent preceding token:
-  ``fires on ' def', ' class' (74% of firings); often after '\\n'``.
+  latent's firing, the share of firings they cover, a frequent preceding token, and a context
+  that holds nearly all strong firings (:mod:`.contexts`):
+  ``fires on ' def', ' class' (74% of firings); often after '\\n'; in context in_comment (...)``.
 - :class:`OpenAIExplainer` asks an LLM behind any OpenAI-compatible endpoint, showing the
   examples with their activating tokens marked ``<<like this>>`` (the delphi convention).
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from ...errors import MonosemanticError
 from .client import LLMReplyError, OpenAIClient
+from .contexts import CONTEXT_CLAUSE, FRAGMENT_CONTEXTS, token_contexts
 from .render import quote_token, render
 
 TokenStr = Callable[[int], str]
@@ -44,8 +46,10 @@ class OfflineExplainer:
 
     source = "offline"
 
-    def __init__(self, *, max_tokens: int = 6, coverage: float = 0.8, context_share: float = 0.4):
+    def __init__(self, *, max_tokens: int = 6, coverage: float = 0.8, context_share: float = 0.4,
+                 contexts: bool = True, context_precision: float = 0.8, context_lift: float = 0.3):
         self.max_tokens, self.coverage, self.context_share = max_tokens, coverage, context_share
+        self.contexts, self.context_precision, self.context_lift = contexts, context_precision, context_lift
 
     def explain(self, examples: Sequence, token_str: TokenStr, input_tokens: Sequence = (), n_fires: int = 0) -> str:
         firing = [e for e in examples if strong_positions(e.acts)]
@@ -62,7 +66,29 @@ class OfflineExplainer:
             text, n = min(before.items(), key=lambda item: (-item[1], item[0]))
             if n >= self.context_share * len(firing) and text not in names:
                 explanation += f"; often after {quote_token(text)}"
+        context = self._context(firing, token_str) if self.contexts else None
+        if context is not None:
+            explanation += f"; {CONTEXT_CLAUSE} {context} ({FRAGMENT_CONTEXTS[context]})"
         return explanation
+
+    def _context(self, firing: Sequence, token_str: TokenStr) -> str | None:
+        """The context holding nearly all strong firings and clearly more of them than of all tokens."""
+        fired, seen = Counter(), Counter()
+        n_fired = n_seen = 0
+        for example in firing:
+            labels = token_contexts([token_str(t) for t in example.tokens])
+            strong = strong_positions(example.acts)
+            n_fired, n_seen = n_fired + len(strong), n_seen + len(example.tokens)
+            for name, in_T in labels.items():
+                fired[name] += int(in_T[strong].sum())
+                seen[name] += int(in_T.sum())
+        best, best_lift = None, self.context_lift
+        for name in FRAGMENT_CONTEXTS:
+            precision = fired[name] / max(n_fired, 1)
+            lift = precision - seen[name] / max(n_seen, 1)
+            if precision >= self.context_precision and lift >= best_lift:
+                best, best_lift = name, lift
+        return best
 
     def _from_input_tokens(self, input_tokens: Sequence, token_str: TokenStr, n_fires: int) -> tuple[list[str], int]:
         mass = Counter()

@@ -7,10 +7,11 @@ A scorer has a ``source`` and two methods returning one confidence in [0, 1] per
 - ``fuzz(explanation, contexts, marked)``: are the marked positions the ones it fires on?
 
 :class:`OfflineSimulator` is deterministic and needs no network: it reads the tokens an
-explanation names (:func:`~.render.named_tokens`); a context is detected when it contains
-one of them (confidence ``1 - 2**-matches``), and marks are judged correct when at least half
-the marked tokens are named (confidence: that fraction). :class:`LLMScorer` asks an LLM behind
-an OpenAI-compatible endpoint, a few contexts per prompt, for a JSON list of probabilities.
+explanation names (:func:`~.render.named_tokens`), within the context it names, if any
+(:mod:`.contexts`); a context is detected when it contains a predicted token (confidence
+``1 - 2**-matches``), and marks are judged by the share of marked tokens predicted.
+:class:`LLMScorer` asks an LLM behind an OpenAI-compatible endpoint, a few contexts per prompt,
+for a JSON list of probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import json
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from .client import LLMReplyError, OpenAIClient
+from .contexts import named_context, token_contexts
 from .render import MARK_CLOSE, MARK_OPEN, matches, named_tokens, render
 
 
@@ -29,13 +33,25 @@ class OfflineSimulator:
     source = "offline"
 
     def detect(self, explanation: str, contexts: Sequence[Sequence[str]]) -> list[float]:
-        names = named_tokens(explanation)
-        return [1.0 - 0.5 ** sum(matches(t, names) for t in context) for context in contexts]
+        predicted = self._predicted(explanation)
+        return [1.0 - 0.5 ** int(predicted(context).sum()) for context in contexts]
 
     def fuzz(self, explanation: str, contexts: Sequence[Sequence[str]], marked: Sequence[Sequence[int]]) -> list[float]:
-        names = named_tokens(explanation)
-        return [sum(matches(context[i], names) for i in positions) / len(positions) if positions else 0.0
+        predicted = self._predicted(explanation)
+        return [float(predicted(context)[list(positions)].mean()) if positions else 0.0
                 for context, positions in zip(contexts, marked)]
+
+    @staticmethod
+    def _predicted(explanation: str):
+        """Per context, bool ``[T]``: where the explanation says the latent fires (named tokens, in its context)."""
+        names, context = named_tokens(explanation), named_context(explanation)
+
+        def predicted(tokens: Sequence[str]) -> np.ndarray:
+            named_T = np.array([matches(t, names) for t in tokens], dtype=bool) if names else \
+                np.full(len(tokens), context is not None)
+            return named_T & token_contexts(tokens)[context] if context is not None else named_T
+
+        return predicted
 
 
 DETECT_SYSTEM = (
