@@ -304,3 +304,21 @@ def test_the_offline_judge_states_and_applies_a_context(smol_tokenizer):
     assert OfflineSimulator().detect("fires on ' a'", [inside, outside]) == [0.5, 0.5]
     plain = OfflineExplainer(contexts=False).explain(examples, lambda t: token_str([t]))
     assert "in context" not in plain
+
+
+def test_splicing_several_dictionaries_at_once_gives_each_ones_own_numbers(tiny_model_dir):
+    from monosemantic.dictionaries import make_dictionary
+    from monosemantic.evaluation import evaluate_splice, evaluate_splices
+    from monosemantic.models import load_model
+
+    lm = load_model(str(tiny_model_dir("llama")))
+    windows_WS = resolve_corpus("stdlib", context_length=32).windows(lm.tokenizer, 4)
+    torch.manual_seed(0)
+    many = {f"d{k}": make_dictionary("topk", 64, 128, k=k, site_in="blocks.1.resid_post") for k in (2, 8)}
+    together = evaluate_splices(lm, many, windows_WS, batch_size=3)
+    for name, dictionary in many.items():
+        alone = evaluate_splice(lm, dictionary, windows_WS, batch_size=3)
+        assert together[name].config == alone.config
+        for field in ("ce_clean", "ce_spliced", "ce_zero", "ce_mean", "loss_recovered", "kl_spliced", "kl_zero"):
+            assert getattr(together[name], field) == pytest.approx(getattr(alone, field), rel=1e-6)
+    assert together["d2"].ce_spliced != together["d8"].ce_spliced

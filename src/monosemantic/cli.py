@@ -207,16 +207,26 @@ def sweep(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk",
           sparsity_option: Annotated[Optional[str], typer.Option(help="Which option the sparsities set.")] = None,
           site: SiteInOpt = None, site_out: SiteOutOpt = None, option: OptionOpt = None, config: ConfigOpt = None,
           tokens: TokensOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None, seed: SeedOpt = None,
+          seeds: Annotated[Optional[str], typer.Option(help="Init seeds, e.g. 0,1,2: every point once per seed "
+                                                            "(names ..._s1), same batches.")] = None,
           device: DeviceOpt = "cpu"):
-    """Train a grid of sparsity x size from one pass over an activation store."""
+    """Train a grid of sparsity x size (x init seeds) from one pass over an activation store."""
     from .training import sweep_from_store
 
     cfg = _train_config(config, {"total_tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed,
                                  "device": device})
     result = sweep_from_store(store, out, arch=arch, config=cfg, expansions=_numbers(expansions),
                               sparsities=_numbers(sparsities), sparsity_option=sparsity_option, site_in=site,
-                              site_out=site_out, options=_parse_options(option or []))
+                              site_out=site_out, options=_parse_options(option or []),
+                              seeds=[_seed(value) for value in seeds.split(",") if value.strip()] if seeds else None)
     _print_training(result, out)
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise MonosemanticError(f"--seeds value {text.strip()!r} is not an integer; expected e.g. 0,1,2") from None
 
 
 def _print_training(result, out: Path) -> None:

@@ -17,12 +17,13 @@ from .compare import MMCSResult, StitchResult, decoder_directions, max_cosines, 
 from .density import DensityResult, density_summary
 from .metrics import ReconstructionConfig, ReconstructionResult, evaluate_reconstruction
 from .rows import activation_batches, store_rows
-from .splice import SpliceConfig, SpliceResult, evaluate_splice, scored_positions, site_mean, splice_sites
+from .splice import (SpliceConfig, SpliceResult, evaluate_splice, evaluate_splices, scored_positions, site_mean,
+                     splice_sites)
 from .windows import corpus_windows, store_windows
 
 __all__ = ["DensityResult", "MMCSResult", "ReconstructionConfig", "ReconstructionResult", "SpliceConfig",
            "SpliceResult", "StitchResult", "activation_batches", "corpus_windows", "decoder_directions",
-           "density_summary", "evaluate_reconstruction", "evaluate_splice", "max_cosines", "mmcs",
+           "density_summary", "evaluate_reconstruction", "evaluate_splice", "evaluate_splices", "max_cosines", "mmcs",
            "scored_positions", "site_mean", "splice_sites", "stitch", "store_rows", "store_windows"]
 
 # Labelled tasks, probing, clustering, absorption and reports (scikit-learn and matplotlib are

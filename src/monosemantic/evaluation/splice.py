@@ -20,7 +20,7 @@ positions keeps "what the dictionary touched" and "what is measured" one set.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -85,7 +85,27 @@ def evaluate_splice(lm, dictionary: Dictionary, windows_WS: Tensor | None = None
     from the dictionary's config; ``site`` overrides them (a name for an autoencoder, a pair
     ``(site_in, site_out)`` for a transcoder).
     """
-    site_in, site_out = splice_sites(lm, dictionary, site)
+    return evaluate_splices(lm, {"dictionary": dictionary}, windows_WS, corpus=corpus, n_windows=n_windows,
+                            context_length=context_length, prepend_bos=prepend_bos, holdout=holdout, site=site,
+                            batch_size=batch_size, skip_first=skip_first, exclude_special=exclude_special)["dictionary"]
+
+
+def evaluate_splices(lm, dictionaries: Mapping[str, Dictionary], windows_WS: Tensor | None = None, *,
+                     corpus="stdlib", n_windows: int = 64, context_length: int = 128, prepend_bos: bool = False,
+                     holdout: float | None = 0.05, site: str | tuple[str, str] | None = None, batch_size: int = 8,
+                     skip_first: bool = True, exclude_special: bool = True) -> dict[str, SpliceResult]:
+    """:func:`evaluate_splice` of several dictionaries of the same sites, by name.
+
+    The clean, zero- and mean-ablated runs are computed once and shared, so n dictionaries cost
+    n + 3 forward passes per batch instead of 4n.
+    """
+    if not dictionaries:
+        raise MonosemanticError("no dictionaries to splice; pass {name: dictionary}")
+    sites = {name: splice_sites(lm, d, site) for name, d in dictionaries.items()}
+    if len(set(sites.values())) != 1:
+        raise MonosemanticError(f"the dictionaries splice at different sites ({sorted(set(sites.values()))}); "
+                                "evaluate each site separately")
+    site_in, site_out = next(iter(sites.values()))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise MonosemanticError(f"batch_size={batch_size!r} is invalid; expected a positive number of windows, e.g. 8")
     windows_WS, origin = _windows(lm, windows_WS, corpus=corpus, n_windows=n_windows, context_length=context_length,
@@ -100,13 +120,21 @@ def evaluate_splice(lm, dictionary: Dictionary, windows_WS: Tensor | None = None
                "fingerprint": fingerprint(windows_WS), **origin}
     config = SpliceConfig(site_in=site_in, site_out=site_out, batch_size=batch_size, skip_first=skip_first,
                           exclude_special=exclude_special, windows=windows)
-    with torch.inference_mode(), eval_mode(dictionary):
+    with torch.inference_mode(), ExitStack() as stack:
+        for dictionary in dictionaries.values():
+            stack.enter_context(eval_mode(dictionary))
         mean_D = site_mean(lm, site_out, windows_WS, mask_WS, batch_size)
-        ce, kl = _sums(lm, dictionary, windows_WS, mask_WS, config, mean_D)
-    ce = {run: total / n_tokens for run, total in ce.items()}
-    kl = {run: total / n_tokens for run, total in kl.items()}
+        ce, kl = _sums(lm, dictionaries, windows_WS, mask_WS, config, mean_D)
+    return {name: _result(lm, d, config, windows_WS.shape[0], n_tokens,
+                          {run: total / n_tokens for run, total in ce[name].items()},
+                          {run: total / n_tokens for run, total in kl[name].items()})
+            for name, d in dictionaries.items()}
+
+
+def _result(lm, dictionary: Dictionary, config: SpliceConfig, n_windows: int, n_tokens: int, ce: dict,
+            kl: dict) -> SpliceResult:
     return SpliceResult(
-        config=config, dictionary=dictionary.config.to_dict(), model=lm.describe(), n_windows=windows_WS.shape[0],
+        config=config, dictionary=dictionary.config.to_dict(), model=lm.describe(), n_windows=n_windows,
         n_tokens=n_tokens, ce_clean=ce["clean"], ce_spliced=ce["spliced"], ce_zero=ce["zero"], ce_mean=ce["mean"],
         delta_loss=ce["spliced"] - ce["clean"],
         loss_recovered=ratio(ce["zero"] - ce["spliced"], ce["zero"] - ce["clean"]),
@@ -171,10 +199,11 @@ def site_mean(lm, site: str, windows_WS: Tensor, mask_WS: Tensor, batch_size: in
     return (total_D / count).to(lm.dtype)
 
 
-def _sums(lm, dictionary: Dictionary, windows_WS: Tensor, mask_WS: Tensor, config: SpliceConfig,
-          mean_D: Tensor) -> tuple[dict[str, float], dict[str, float]]:
-    """Cross-entropy and KL summed over scored positions, per run."""
-    ce, kl = dict.fromkeys(RUNS, 0.0), dict.fromkeys(RUNS[1:], 0.0)
+def _sums(lm, dictionaries: Mapping[str, Dictionary], windows_WS: Tensor, mask_WS: Tensor, config: SpliceConfig,
+          mean_D: Tensor) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Cross-entropy and KL summed over scored positions, per dictionary and run."""
+    ce = {name: dict.fromkeys(RUNS, 0.0) for name in dictionaries}
+    kl = {name: dict.fromkeys(RUNS[1:], 0.0) for name in dictionaries}
     for start in range(0, windows_WS.shape[0], config.batch_size):
         ids_BS = windows_WS[start:start + config.batch_size].to(lm.device)
         mask_BS = mask_WS[start:start + config.batch_size].to(lm.device)
@@ -182,20 +211,35 @@ def _sums(lm, dictionary: Dictionary, windows_WS: Tensor, mask_WS: Tensor, confi
             continue
         targets_P = ids_BS[:, 1:][mask_BS[:, :-1]]
         clean_PV = _scored_log_probs(lm, ids_BS, mask_BS, [])
-        ce["clean"] += _cross_entropy(clean_PV, targets_P)
-        for run, edits in _edits(dictionary, mask_BS, config, mean_D).items():
+        shared = {}
+        for run, edits in _ablations(mask_BS, config, mean_D).items():
             run_PV = _scored_log_probs(lm, ids_BS, mask_BS, edits)
-            ce[run] += _cross_entropy(run_PV, targets_P)
             # KL(clean || run) = sum_v p_clean (log p_clean - log p_run)
-            kl[run] += float((clean_PV.exp() * (clean_PV - run_PV)).sum(dtype=torch.float64))
+            shared[run] = (_cross_entropy(run_PV, targets_P),
+                           float((clean_PV.exp() * (clean_PV - run_PV)).sum(dtype=torch.float64)))
+        clean = _cross_entropy(clean_PV, targets_P)
+        for name, dictionary in dictionaries.items():
+            spliced_PV = _scored_log_probs(lm, ids_BS, mask_BS, _spliced(dictionary, mask_BS, config))
+            shared["spliced"] = (_cross_entropy(spliced_PV, targets_P),
+                                 float((clean_PV.exp() * (clean_PV - spliced_PV)).sum(dtype=torch.float64)))
+            ce[name]["clean"] += clean
+            for run, (run_ce, run_kl) in shared.items():
+                ce[name][run] += run_ce
+                kl[name][run] += run_kl
     return ce, kl
 
 
 Edit = tuple[str, Callable[[Tensor], Tensor]]
 
 
-def _edits(dictionary: Dictionary, mask_BS: Tensor, config: SpliceConfig, mean_D: Tensor) -> dict[str, list[Edit]]:
-    """The hooks of each ablated run: (site, new activation from old) in forward order."""
+def _ablations(mask_BS: Tensor, config: SpliceConfig, mean_D: Tensor) -> dict[str, list[Edit]]:
+    """The hooks of the zero- and mean-ablated runs."""
+    return {"zero": [(config.site_out, _replace_rows(mask_BS, torch.zeros_like))],
+            "mean": [(config.site_out, _replace_rows(mask_BS, lambda rows_PD: mean_D.expand_as(rows_PD)))]}
+
+
+def _spliced(dictionary: Dictionary, mask_BS: Tensor, config: SpliceConfig) -> list[Edit]:
+    """The hooks of the spliced run: (site, new activation from old) in forward order."""
     site_in, site_out = config.site_in, config.site_out
     device = next(dictionary.parameters()).device
     inputs: dict[str, Tensor] = {}
@@ -213,9 +257,7 @@ def _edits(dictionary: Dictionary, mask_BS: Tensor, config: SpliceConfig, mean_D
         return dictionary(rows_PD.to(device)).recon
 
     spliced = [(site_in, record)] if site_in != site_out else []
-    return {"spliced": spliced + [(site_out, _replace_rows(mask_BS, reconstruct))],
-            "zero": [(site_out, _replace_rows(mask_BS, torch.zeros_like))],
-            "mean": [(site_out, _replace_rows(mask_BS, lambda rows_PD: mean_D.expand_as(rows_PD)))]}
+    return spliced + [(site_out, _replace_rows(mask_BS, reconstruct))]
 
 
 def _replace_rows(mask_BS: Tensor, rows_fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
