@@ -322,3 +322,18 @@ def test_splicing_several_dictionaries_at_once_gives_each_ones_own_numbers(tiny_
         for field in ("ce_clean", "ce_spliced", "ce_zero", "ce_mean", "loss_recovered", "kl_spliced", "kl_zero"):
             assert getattr(together[name], field) == pytest.approx(getattr(alone, field), rel=1e-6)
     assert together["d2"].ce_spliced != together["d8"].ce_spliced
+
+
+def test_the_suite_refuses_a_dictionary_of_another_model_or_mixed_seeds(tiny_model_dir):
+    from monosemantic.dictionaries import make_dictionary
+    from monosemantic.evaluation import run_suite
+    from monosemantic.models import load_model
+
+    lm = load_model(str(tiny_model_dir("llama")))
+    other = make_dictionary("topk", 64, 128, k=4, site_in="blocks.1.resid_post", model="EleutherAI/pythia-70m")
+    with pytest.raises(MonosemanticError, match="trained on model 'EleutherAI/pythia-70m'"):
+        run_suite(lm, other, tasks=("reconstruction",))
+    ours = make_dictionary("topk", 64, 128, k=4, site_in="blocks.1.resid_post", model=lm.name)
+    bigger = make_dictionary("topk", 64, 256, k=4, site_in="blocks.1.resid_post", model=lm.name)
+    with pytest.raises(MonosemanticError, match="differ in architecture or size"):
+        run_suite(lm, ours, seeds={"s1": bigger}, tasks=("reconstruction",))

@@ -183,7 +183,8 @@ def _features(lm, name: str, contenders: dict, random, out: Path, settings: Demo
 
 
 def headline_rows(suite, comparison) -> list[dict]:
-    """One row per group: width, L0, FVU, loss recovered (first member), task AUROC intervals, autointerp scores."""
+    """One row per group: width, L0 and FVU and task AUROC (intervals over seeds), loss recovered and autointerp
+    scores (the first member)."""
     from .evaluation import ReconstructionResult
     from .evaluation.splice import SpliceResult
 
@@ -197,7 +198,8 @@ def headline_rows(suite, comparison) -> list[dict]:
         rows.append({
             "dictionary": group, "role": suite.roles[group], "seeds": len(members),
             "latents": recon.dictionary["d_sae"] if recon else None,
-            "l0": recon.l0 if recon else None, "fvu": recon.fvu if recon else None,
+            "l0": suite.result_interval(group, ReconstructionResult, "l0") if recon else None,
+            "fvu": suite.result_interval(group, ReconstructionResult, "fvu") if recon else None,
             "loss_recovered": splice.loss_recovered if splice else None,
             "auroc_k1": suite.task_interval(group, 1), "auroc_k5": suite.task_interval(group, 5),
             "detection": score.detection if score else None, "fuzzing": score.fuzzing if score else None,

@@ -115,15 +115,16 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
     untrained = {f"{UNTRAINED}:{m}" if len(members) > 1 else UNTRAINED: untrained_copy(d, seed + i)
                  for i, (m, d) in enumerate(members.items())}
     randoms = dict(random_control or {})
-    groups = {name: tuple(members), UNTRAINED: tuple(untrained), **({RANDOM_MODEL: tuple(randoms)} if randoms else {}),
-              **{b: (b,) for b in fitted}}
-    roles = {name: "dictionary", UNTRAINED: "control", **({RANDOM_MODEL: "control"} if randoms else {}),
-             **{b: "baseline" for b in fitted}}
+    groups, roles = _groups(name, members, untrained, randoms, fitted)
     own = {**members, **untrained, **fitted}
     run = _Run(lm, site, where, tasks, seed, min_tokens)
+    task_probing = None
+    if "tasks" in tasks:  # first: it tells whether the corpus is Python code, which later stages need
+        task_probing = run.task_probing(own, randoms, probe_windows, task_names, labelled)
+        groups[ACTIVATIONS], roles[ACTIVATIONS] = (ACTIVATIONS,), "ceiling"
     # Full forwards are the suite's dearest step: the spliced loss is measured for the first member
     # of each group only, and not for the baselines (a complete basis reconstructs exactly).
-    spliced = {members[0] for group, members in groups.items() if group not in fitted}
+    spliced = {group_members[0] for group, group_members in groups.items() if roles[group] in ("dictionary", "control")}
     per_dictionary = run.per_dictionary(own, randoms, n_windows, spliced=spliced)
     if "splice" in tasks:
         run.notes.append(f"spliced loss measured for {', '.join(sorted(spliced))} only (one member per group; a "
@@ -133,11 +134,6 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
         per_dictionary |= run.per_dictionary({k: d for k, d in (sweep or {}).items() if k not in own}, {}, n_windows,
                                              stages=("reconstruction",))
         frontier = run.frontier(fitted, n_windows)
-    task_probing = None
-    if "tasks" in tasks:
-        task_probing = run.task_probing(own, randoms, probe_windows, task_names, labelled)
-        groups[ACTIVATIONS] = (ACTIVATIONS,)
-        roles[ACTIVATIONS] = "ceiling"
     probing = run.category_probing({**members, **fitted}, n_windows) if "probing" in tasks else None
     if "absorption" in tasks:
         per_dictionary[name] = per_dictionary.get(name, ()) + (absorption(lm, dictionary, site),)
@@ -146,6 +142,15 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
         ran=tuple(t for t in TASKS if t in tasks and t not in run.skipped), notes=tuple(run.notes), groups=groups,
         roles=roles, per_dictionary=per_dictionary, probing=probing, task_probing=task_probing,
         seed_overlap=overlap_matrix(members) if len(members) > 1 else None, frontier=frontier)
+
+
+def _groups(name: str, members: dict, untrained: dict, randoms: dict, fitted: dict) -> tuple[dict, dict]:
+    """(group -> member names, group -> role) in report order: the dictionary, controls, baselines."""
+    groups = {name: tuple(members), UNTRAINED: tuple(untrained), **({RANDOM_MODEL: tuple(randoms)} if randoms else {}),
+              **{b: (b,) for b in fitted}}
+    roles = {name: "dictionary", UNTRAINED: "control", **({RANDOM_MODEL: "control"} if randoms else {}),
+             **{b: "baseline" for b in fitted}}
+    return groups, roles
 
 
 class _Run:

@@ -55,6 +55,11 @@ class SuiteResult(Result):
             return Interval(values[0], values[0], values[0], 1)
         return interval(values)
 
+    def result_interval(self, group: str, kind: type, field: str) -> Interval | None:
+        """``field`` of every member's result of ``kind`` (e.g. FVU), as an interval over the group's members."""
+        values = [getattr(r, field) for m in self.groups[group] if (r := self.result(m, kind)) is not None]
+        return interval(values) if values else None
+
     def result(self, member: str, kind: type):
         """``member``'s result of one kind (e.g. ReconstructionResult), or None."""
         return next((r for r in self.per_dictionary.get(member, ()) if isinstance(r, kind)), None)
