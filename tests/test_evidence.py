@@ -331,9 +331,32 @@ def test_the_suite_refuses_a_dictionary_of_another_model_or_mixed_seeds(tiny_mod
 
     lm = load_model(str(tiny_model_dir("llama")))
     other = make_dictionary("topk", 64, 128, k=4, site_in="blocks.1.resid_post", model="EleutherAI/pythia-70m")
+    record = {**_trained_on_stdlib(), "model": "EleutherAI/pythia-70m"}
     with pytest.raises(MonosemanticError, match="trained on model 'EleutherAI/pythia-70m'"):
-        run_suite(lm, other, tasks=("reconstruction",))
+        run_suite(lm, other, trained_on=record, tasks=("reconstruction",))
     ours = make_dictionary("topk", 64, 128, k=4, site_in="blocks.1.resid_post", model=lm.name)
     bigger = make_dictionary("topk", 64, 256, k=4, site_in="blocks.1.resid_post", model=lm.name)
     with pytest.raises(MonosemanticError, match="differ in architecture or size"):
         run_suite(lm, ours, seeds={"s1": bigger}, tasks=("reconstruction",))
+
+
+def test_document_labels_are_probed_per_window_segment(tmp_path, smol_tokenizer):
+    rows = [{"text": f"Note {i}: " + ("the cat sat on the warm mat and purred" if i % 2 else
+                                      "the stock price fell sharply at the close of trading"), "label":
+             "cat" if i % 2 else "market"} for i in range(80)]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    corpus = resolve_corpus(str(path), trained_on=_trained_on_stdlib(32))
+    data = task_windows(smol_tokenizer, corpus, (), 30, labelled=read_labels(path))
+    assert set(data.labels) == {"label=cat", "label=market"} and data.tasks["label=cat"].pooled
+    # Short texts share windows: each (window, document) segment keeps its own document's label.
+    n = int(data.keep_WS.sum())
+    acts_ND = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    cat_N = (data.labels["label=cat"][data.keep_WS] == 1).float()
+    acts_ND[:, 2] += 2 * cat_N
+    result = probe_tasks({"neurons": (fit_baseline("identity", acts_ND), acts_ND)}, data, corpus=corpus.to_dict(),
+                         min_examples=5)
+    scored = {t.name: t for t in result.tasks}
+    assert scored["label=cat"].n_train + scored["label=cat"].n_test > 30  # more segments than windows
+    best = {(s.task, s.k): s for s in result.scores}[("label=cat", 1)]
+    assert best.latents == (2,) and best.auroc > 0.95

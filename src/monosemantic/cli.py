@@ -269,6 +269,16 @@ def _eval_corpus(dictionary: Path, corpus: str | None, context: int | None, allo
                           text_column=text_column, allow_trained=allow_trained)
 
 
+def _member_names(paths: list[Path]) -> list[str]:
+    """Folder names, or parent/name where two folders share a name (seeds trained into separate runs)."""
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.name}/{p.name}" for p in paths]
+    if len(set(names)) < len(names):
+        raise MonosemanticError(f"two of {', '.join(map(str, paths))} have the same name; pass each dictionary once")
+    return names
+
+
 @app.command()
 @_friendly
 def evaluate(
@@ -305,13 +315,14 @@ def evaluate(
     if context is not None:
         lm.check_context(context)
     split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
-    others = {path.name: _load_dictionary(path).to(lm.device) for path in seeds or []}
+    names = _member_names([dictionary, *(seeds or [])])
+    others = {name: _load_dictionary(path).to(lm.device) for name, path in zip(names[1:], seeds or [])}
     controls = {}
-    for path in random_control or []:
+    for name, path in zip(_member_names(random_control or []), random_control or []):
         control, control_lm = _dictionary_and_model(path, None, device, threads)
-        controls[f"random-model:{path.name}" if len(random_control or []) > 1 else "random-model"] = (control,
-                                                                                                        control_lm)
-    result = run_suite(lm, loaded, name=dictionary.name, seeds=others, random_control=controls, corpus=corpus,
+        controls[f"random-model:{name}" if len(random_control or []) > 1 else "random-model"] = (control, control_lm)
+    result = run_suite(lm, loaded, name=names[0], seeds=others, random_control=controls, corpus=corpus,
+                       text_column=text_column,
                        trained_on=training_record(dictionary), allow_trained=allow_trained, labels=labels,
                        task_names=split(probe_tasks) if probe_tasks else None, tasks=split(tasks),
                        baselines=split(baselines), n_windows=windows, probe_windows=probe_windows,

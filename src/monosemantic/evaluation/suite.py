@@ -7,7 +7,8 @@ default the corpus the dictionary trained on, held-out windows only.
 Contenders, in groups (see ``suite_result``):
 
 - the dictionary, with its other seeds when given (an interval over seeds);
-- ``untrained``: each seed's architecture and size with its initial weights;
+- ``untrained``: per seed, the same architecture and size freshly initialised (suite seed + i;
+  the training init's data-dependent ``b_dec`` is not reproduced);
 - ``random-model``: the same recipe trained on a randomly initialised copy of the model (given,
   as it must be trained beforehand; it reads its own model's activations of the same text);
 - ``neurons``, ``pca``, ``ica``: baselines fitted on training-split windows of the training
@@ -45,6 +46,8 @@ from .tasks import read_labels, select_tasks, task_windows
 TASKS = ("reconstruction", "splice", "tasks", "probing", "clustering", "absorption")
 BASELINES = ("identity", "pca", "ica")
 UNTRAINED, RANDOM_MODEL = "untrained", "random-model"
+# Latents matched across seeds: the Hungarian assignment grows as F**3 and holds F x F float64.
+OVERLAP_LATENTS = 4096
 
 
 def site_rows(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> Tensor:
@@ -88,7 +91,7 @@ def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, **options) -
 def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[str, Dictionary] | None = None,
               random_control: Mapping[str, tuple[Dictionary, object]] | None = None, corpus=None,
               trained_on: dict | None = None, allow_trained: bool = False, labels: str | Path | None = None,
-              task_names: Sequence[str] | None = None, tasks: Sequence[str] = TASKS,
+              task_names: Sequence[str] | None = None, tasks: Sequence[str] = TASKS, text_column: str = "text",
               baselines: Sequence[str] = BASELINES, n_windows: int = 64, probe_windows: int = 256,
               context_length: int | None = None, min_tokens: int = 2000, seed: int = 0,
               baseline_options: dict[str, dict] | None = None, fitted: Mapping[str, Dictionary] | None = None,
@@ -97,21 +100,25 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
 
     ``random_control``: ``{name: (dictionary, lm)}`` of dictionaries trained the same way on a
     randomly initialised copy of the model (``models.randomly_initialised``). ``labels``: a JSONL
-    labels file (see ``tasks.read_labels``), scored in place of the corpus's built-in tasks.
+    labels file (see ``tasks.read_labels``): its texts, every window of them, are probed for its
+    labels in place of the built-in tasks (the other stages still read ``corpus``).
     ``fitted``: baselines already fitted (:func:`fit_baselines`), used instead of ``baselines``.
     ``sweep``: other dictionaries of the same site (a sweep), measured for the frontier only.
     """
-    site = _checked_site(lm, dictionary, tasks)
+    site = _checked_site(lm, dictionary, tasks, trained_on)
+    if name in (seeds or {}):
+        raise MonosemanticError(f"a seed is named {name!r} like the evaluated dictionary; name each seed apart")
     members = {name: dictionary, **dict(seeds or {})}
     check_seed_group(members)
-    labelled = read_labels(labels) if labels is not None else None
-    if labelled is not None:
-        corpus, trained_on = Path(labels), None
-    where = resolve_corpus(corpus, trained_on=trained_on, context_length=context_length, allow_trained=allow_trained)
-    fit_on = resolve_corpus(None, trained_on=trained_on) if trained_on is not None else where
-    n_components = min(lm.width(site), dictionary.config.d_sae)
-    fitted = dict(fitted) if fitted is not None else fit_baselines(
-        lm, site, baselines, n_components, corpus=fit_on, n_windows=n_windows, seed=seed, options=baseline_options)
+    if labels is not None:
+        read_labels(labels)  # bad labels fail before any model runs
+    where = resolve_corpus(corpus, trained_on=trained_on, context_length=context_length, text_column=text_column,
+                           allow_trained=allow_trained)
+    if fitted is None:
+        n_components = min(lm.width(site), dictionary.config.d_sae)
+        fitted = fit_baselines(lm, site, baselines, n_components, corpus=_fit_corpus(where, trained_on),
+                               n_windows=n_windows, seed=seed, options=baseline_options)
+    fitted = dict(fitted)
     untrained = {f"{UNTRAINED}:{m}" if len(members) > 1 else UNTRAINED: untrained_copy(d, seed + i)
                  for i, (m, d) in enumerate(members.items())}
     randoms = dict(random_control or {})
@@ -120,7 +127,7 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
     run = _Run(lm, site, where, tasks, seed, min_tokens)
     task_probing = None
     if "tasks" in tasks:  # first: it tells whether the corpus is Python code, which later stages need
-        task_probing = run.task_probing(own, randoms, probe_windows, task_names, labelled)
+        task_probing = run.task_probing(own, randoms, probe_windows, task_names, labels)
         groups[ACTIVATIONS], roles[ACTIVATIONS] = (ACTIVATIONS,), "ceiling"
     # Full forwards are the suite's dearest step: the spliced loss is measured for the first member
     # of each group only, and not for the baselines (a complete basis reconstructs exactly).
@@ -141,7 +148,8 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
         title=f"Evaluation of {name} on {lm.name} {site}", model=lm.name, site=site, corpus=where,
         ran=tuple(t for t in TASKS if t in tasks and t not in run.skipped), notes=tuple(run.notes), groups=groups,
         roles=roles, per_dictionary=per_dictionary, probing=probing, task_probing=task_probing,
-        seed_overlap=overlap_matrix(members) if len(members) > 1 else None, frontier=frontier)
+        seed_overlap=overlap_matrix(members, max_latents=OVERLAP_LATENTS) if len(members) > 1 else None,
+        frontier=frontier)
 
 
 def _groups(name: str, members: dict, untrained: dict, randoms: dict, fitted: dict) -> tuple[dict, dict]:
@@ -202,18 +210,24 @@ class _Run:
         acts_ND = self.rows(self.lm, n_windows)
         return {name: truncated_curve(basis, acts_ND, budgets(basis.d_sae)) for name, basis in fitted.items()}
 
-    def task_probing(self, own: dict, randoms: dict, n_windows: int, task_names, labelled):
-        data = task_windows(self.lm.tokenizer, self.corpus, select_tasks(task_names), n_windows, labelled=labelled)
-        # The corpus is code when most windows parse as Python; token-category stages need that.
-        code = data.labels.get("code")
-        if code is not None and labelled is None:
-            self.python = bool((code == 1).float().mean() >= 0.5)
+    def task_probing(self, own: dict, randoms: dict, n_windows: int, task_names, labels):
+        if labels is not None:
+            corpus = replace(resolve_corpus(Path(labels)), split="all", context_length=self.corpus.context_length,
+                             note="the labels file, every window")
+            data = task_windows(self.lm.tokenizer, corpus, (), n_windows, labelled=read_labels(labels))
+        else:
+            corpus = self.corpus
+            data = task_windows(self.lm.tokenizer, corpus, select_tasks(task_names), n_windows)
+            # The corpus is code when most positions are in documents that parse as Python.
+            code_WS = data.labels.get("code")
+            if code_WS is not None:
+                self.python = bool((code_WS[data.keep_WS] == 1).float().mean() >= 0.5)
         acts_ND = labelled_activations(self.lm, self.site, data.windows_WS, data.keep_WS.long() - 1).acts_ND
         contenders: dict[str, tuple] = {ACTIVATIONS: (None, acts_ND), **{k: (d, acts_ND) for k, d in own.items()}}
         for label, (candidate, lm) in randoms.items():
             contenders[label] = (candidate, labelled_activations(lm, self.site, data.windows_WS,
                                                                  data.keep_WS.long() - 1).acts_ND)
-        result = probe_tasks(contenders, data, corpus=self.corpus.to_dict(), seed=self.seed)
+        result = probe_tasks(contenders, data, corpus=corpus.to_dict(), seed=self.seed)
         if not result.tasks:
             self.notes.append("no contextual task had enough positives and negatives: " +
                               "; ".join(f"{t}: {why}" for t, why in result.skipped[:3]))
@@ -249,7 +263,18 @@ class _Run:
         return self._rows
 
 
-def _checked_site(lm, dictionary: Dictionary, tasks: Sequence[str]) -> str:
+def _fit_corpus(where: EvalCorpus, trained_on: dict | None) -> EvalCorpus:
+    """Where baselines are fitted: the training corpus's training windows, like the dictionary's; else
+    the evaluation corpus's (its training split by the same rule)."""
+    if trained_on is not None:
+        try:
+            return replace(resolve_corpus(None, trained_on=trained_on, allow_trained=True), split="train")
+        except MonosemanticError:
+            pass  # the training corpus is gone or changed: fit on the text being scored
+    return replace(where, split="train")
+
+
+def _checked_site(lm, dictionary: Dictionary, tasks: Sequence[str], trained_on: dict | None = None) -> str:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise MonosemanticError(f"unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
@@ -260,8 +285,10 @@ def _checked_site(lm, dictionary: Dictionary, tasks: Sequence[str]) -> str:
     if width != dictionary.config.d_in:
         raise MonosemanticError(f"dictionary expects d_in={dictionary.config.d_in} but {lm.name} site {site} has "
                                 f"width {width}; evaluate it on the model it was trained for")
-    model = dictionary.config.model
-    if model is not None and model != lm.name and not Path(model).name == Path(lm.name).name:
+    # The training record names the model the activations really came from (imported dictionaries
+    # name models in their own library's terms, so only a recorded run is checked).
+    model = (trained_on or {}).get("model") or (dictionary.config.model if trained_on is not None else None)
+    if model is not None and model != lm.name and Path(model).name != Path(lm.name).name:
         raise MonosemanticError(f"the dictionary was trained on model {model!r} but the evaluation runs {lm.name!r}; "
                                 f"pass --model {model} (or the same model's folder)")
     return site

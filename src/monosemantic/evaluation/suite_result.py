@@ -3,8 +3,10 @@
 Contenders come in *groups*: the evaluated dictionary with its other seeds, the untrained copies
 of each seed, the random-model control(s), and one group per baseline (neurons, PCA, ICA) and
 for the raw activations (the dense probe's ceiling). A group's number is the mean over its
-members with a 95% interval over them (:func:`~.seeds.interval`; unbounded with one member),
-and a verdict is drawn only from intervals that do not overlap.
+members with a 95% interval over them (:func:`~.seeds.interval`), and a verdict is drawn only
+from intervals that do not overlap. A one-member group other than the evaluated dictionary (a
+baseline, a control trained once) is a point; the dictionary with one seed has an unbounded
+interval and claims nothing.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class SuiteResult(Result):
         values = [v for v in values if not math.isnan(v)]
         if not values:
             return None
-        if len(values) == 1 and self.roles[group] in ("baseline", "ceiling"):
-            # A baseline is one deterministic fit (neurons, PCA) with no seed spread to show: a point.
+        if len(values) == 1 and self.roles[group] != "dictionary":
+            # One fit (a baseline, or a control trained once) shows no spread: it is compared as a point.
+            # The evaluated dictionary's own interval is what must clear it.
             return Interval(values[0], values[0], values[0], 1)
         return interval(values)
 

@@ -7,7 +7,7 @@ ranked by |mean on positives - mean on negatives| / their standard deviation, an
 regression (classes weighted by inverse frequency; :mod:`.logistic` fits every task's at once)
 is fitted on the top ``k`` for each ``k``.
 Test scores are AUROC of its decision values and balanced accuracy. Pooled tasks probe the
-mean of the codes over each window's storable positions.
+mean of the codes over each (window, document) segment's storable positions.
 
 A task is scored only when both splits hold at least ``min_examples`` positives and negatives;
 the others are listed in ``skipped`` with their counts, so a report can say what ran.
@@ -102,10 +102,21 @@ def probe_tasks(contenders: dict[str, tuple[Dictionary | None, Tensor]], data: T
     window_N = data.keep_WS.nonzero()[:, 0].numpy()
     n_windows = data.windows_WS.shape[0]
     test_W = window_split(np.arange(n_windows), test_fraction, seed)
+    # Pooled tasks are probed per (window, document) segment: a window may hold several documents.
+    pairs_N2 = np.stack([window_N, data.documents_WS[data.keep_WS].numpy()], axis=1)
+    segments_G2, segment_N = np.unique(pairs_N2, axis=0, return_inverse=True)
+    segment_N = segment_N.reshape(-1)
+    first_G = np.full(len(segments_G2), window_N.size)
+    np.minimum.at(first_G, segment_N, np.arange(window_N.size))
     plans, skipped = [], []
     for name, labels in data.labels.items():
         task = data.tasks[name]
-        plan = _Plan.make(name, labels, data.keep_WS, window_N, test_W, config)
+        y_N = labels[data.keep_WS].numpy().astype(np.int64)
+        if task.pooled:
+            y_N, test_N = y_N[first_G], test_W[segments_G2[:, 0]]
+        else:
+            test_N = test_W[window_N]
+        plan = _Plan.make(name, y_N, test_N, config)
         if isinstance(plan, str):
             skipped.append((name, plan))
         else:
@@ -113,11 +124,11 @@ def probe_tasks(contenders: dict[str, tuple[Dictionary | None, Tensor]], data: T
     scores: list[TaskProbeScore] = []
     for name, (dictionary, acts_ND) in contenders.items():
         _check_rows(name, acts_ND, window_N.size)
-        X = acts_ND.float().numpy() if dictionary is None else dictionary_codes(dictionary, acts_ND)
+        X = acts_ND.float().cpu().numpy() if dictionary is None else dictionary_codes(dictionary, acts_ND)
         for pooled in (False, True):
             group = [plan for task, plan in plans if task.pooled == pooled]
             if group:
-                X_rows = _pool(X, window_N, n_windows) if pooled else X
+                X_rows = _pool(X, segment_N, len(segments_G2)) if pooled else X
                 scores += _dense(name, X_rows, group, config) if dictionary is None else \
                     _sparse(name, X_rows, group, config)
     infos = tuple(TaskInfo(t.name, t.description, t.family, t.pooled, p.train.size, p.test.size,
@@ -135,13 +146,8 @@ class _Plan:
         self.y_train, self.y_test = y_N[train], y_N[test]
 
     @classmethod
-    def make(cls, task: str, labels: Tensor, keep_WS: Tensor, window_N: np.ndarray, test_W: np.ndarray,
-             config: TaskProbingConfig):
-        """The plan, or why the task cannot be scored."""
-        if labels.ndim == 1:  # pooled: one row per window
-            y_N, test_N = labels.numpy().astype(np.int64), test_W
-        else:
-            y_N, test_N = labels[keep_WS].numpy().astype(np.int64), test_W[window_N]
+    def make(cls, task: str, y_N: np.ndarray, test_N: np.ndarray, config: TaskProbingConfig):
+        """The plan for rows labelled ``y_N`` (1, 0, -1 unscored), or why the task cannot be scored."""
         rows = np.flatnonzero(y_N >= 0)
         rows = rows[subsample(rows.size, config.max_rows, config.seed)]
         train, test = rows[~test_N[rows]], rows[test_N[rows]]
@@ -209,14 +215,15 @@ def _padded(values: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def _pool(X, window_N: np.ndarray, n_windows: int):
-    """Mean codes per window ``[W, F]`` (dense: pooled codes are not sparse)."""
+def _pool(X, segment_N: np.ndarray, n_segments: int):
+    """Mean codes per segment ``[G, F]`` (dense: pooled codes are not sparse)."""
     from scipy import sparse
 
-    counts_W = np.bincount(window_N, minlength=n_windows).astype(np.float64)
-    weights_N = 1.0 / np.maximum(counts_W, 1)[window_N]
-    pool_WN = sparse.csr_matrix((weights_N, (window_N, np.arange(window_N.size))), shape=(n_windows, window_N.size))
-    pooled = pool_WN @ X
+    counts_G = np.bincount(segment_N, minlength=n_segments).astype(np.float64)
+    weights_N = 1.0 / np.maximum(counts_G, 1)[segment_N]
+    pool_GN = sparse.csr_matrix((weights_N, (segment_N, np.arange(segment_N.size))),
+                                shape=(n_segments, segment_N.size))
+    pooled = pool_GN @ X
     return np.asarray(pooled.todense() if issparse(pooled) else pooled, dtype=np.float32)
 
 

@@ -1,14 +1,16 @@
 """Binary probing tasks and the labelled windows they are scored on.
 
-A :class:`Task` labels tokens (or, ``pooled``, whole windows) 1, 0 or -1 (not scored). Families:
+A :class:`Task` labels tokens 1, 0 or -1 (not scored); a ``pooled`` task labels whole documents,
+and is probed on each (window, document) segment's codes mean-pooled over its positions.
+Families:
 
 - ``python``: contexts from ``tokenize`` and ``ast`` (:mod:`.contexts`): inside a docstring, a
-  def signature, call arguments, ... Documents that do not parse leave them unlabelled.
+  def signature, call arguments, ... Documents that do not parse leave them all unlabelled.
 - ``text``: contexts any text has (:mod:`.text_contexts`): inside brackets or quotes, in a
   question, at a line start. They need no labels.
-- ``sequence``: one label per window, its codes mean-pooled over positions (as SAEBench pools):
-  the standard-library package a file belongs to (one task per package found), and code vs
-  prose where a corpus mixes them.
+- ``sequence``: one label per document, its codes mean-pooled over positions (as SAEBench
+  pools): the standard-library package a file belongs to (one task per package found), and
+  code vs prose where a corpus mixes them.
 - ``labels``: a user's JSONL file (:func:`read_labels`): a ``label`` per text (pooled tasks,
   one per class) or labelled character ``spans`` (token tasks, one per class).
 
@@ -34,7 +36,7 @@ from ..data.sources import StdlibSource
 from ..data.split import split_windows
 from ..data.windows import separator_id
 from ..errors import MonosemanticError
-from .contexts import PYTHON_CONTEXTS, python_context_chars
+from .contexts import PYTHON_CONTEXTS, RARE_PYTHON_CONTEXTS, python_context_chars
 from .corpus import EvalCorpus
 from .text_contexts import TEXT_CONTEXTS, text_context_chars
 
@@ -46,7 +48,7 @@ class Task:
     name: str
     description: str
     family: str  # one of FAMILIES
-    pooled: bool = False  # one label per window; codes are mean-pooled over its positions
+    pooled: bool = False  # one label per document; probed on codes mean-pooled per (window, document) segment
 
 
 BUILT_IN = (tuple(Task(t.name, t.description, "python") for t in PYTHON_CONTEXTS)
@@ -56,27 +58,35 @@ BUILT_IN = (tuple(Task(t.name, t.description, "python") for t in PYTHON_CONTEXTS
                Task("code", "code rather than prose (a corpus that mixes them)", "sequence", pooled=True)))
 
 
+# Python contexts too rare on the standard library to score by default; run when named.
+RARE = tuple(Task(t.name, t.description, "python") for t in RARE_PYTHON_CONTEXTS)
+
+
 def select_tasks(names: Sequence[str] | None = None, *, labels: bool = False) -> tuple[Task, ...]:
-    """The built-in tasks named (families may be named too: ``python``, ``text``, ``sequence``); None: all."""
+    """The built-in tasks named (families may be named too: ``python``, ``text``, ``sequence``); None: all.
+
+    The rare Python contexts (:data:`RARE`, e.g. ``in_decorator``) run only when named one by one.
+    """
     if names is None:
         return BUILT_IN
     chosen: list[Task] = []
     for name in names:
-        found = [t for t in BUILT_IN if name in (t.name, t.family)]
+        found = [t for t in BUILT_IN if name in (t.name, t.family)] + [t for t in RARE if t.name == name]
         if not found and not (labels and name == "labels"):
             raise MonosemanticError(f"task {name!r} does not exist; expected a family ({', '.join(FAMILIES[:3])}) "
-                                    f"or one of: {', '.join(t.name for t in BUILT_IN)}")
+                                    f"or one of: {', '.join(t.name for t in BUILT_IN + RARE)}")
         chosen += [t for t in found if t not in chosen]
     return tuple(chosen)
 
 
 class TaskWindows(NamedTuple):
-    """Scoreable windows and, per task, labels: ``[W, S]`` for token tasks, ``[W]`` for pooled ones."""
+    """Scoreable windows and, per task, labels ``[W, S]`` (a pooled task's are its document's, at every position)."""
 
     windows_WS: Tensor  # int64
-    keep_WS: Tensor  # bool: storable positions (what pooled tasks average over)
+    keep_WS: Tensor  # bool: storable positions
     labels: dict[str, Tensor]  # task name -> int8 labels (1, 0, -1 unscored)
     tasks: dict[str, Task]  # the tasks labelled, by name (per-class tasks expanded)
+    documents_WS: Tensor  # int64: the document each position belongs to (-1: separator or prefix)
 
 
 class LabelledText(NamedTuple):
@@ -130,15 +140,16 @@ def task_windows(tokenizer, corpus: EvalCorpus, tasks: Sequence[Task], n_windows
         documents, labeller = corpus.source(), _BuiltInLabels(tasks, corpus)
     packer = _Packer(tokenizer, corpus, labeller)
     chosen = split_windows(packer.windows(documents), corpus.split, corpus.holdout)
-    kept = [tuple(lazy) for _, (_, lazy) in zip(range(n_windows), chosen)]
+    kept = [(lazy.ids, lazy.documents, lazy.labels()) for _, (_, lazy) in zip(range(n_windows), chosen)]
     if len(kept) < n_windows:
         raise MonosemanticError(f"corpus {corpus.label} yields only {len(kept)} {corpus.split} windows of "
                                 f"{corpus.context_length} tokens; the tasks need {n_windows}; ask for fewer windows "
-                                "or use a bigger corpus")
-    windows_WS = torch.stack([ids for ids, _ in kept])
+                                "(--probe-windows) or use a bigger corpus")
+    windows_WS = torch.tensor([ids for ids, _, _ in kept], dtype=torch.int64)
     keep_WS = storable_mask(windows_WS, tokenizer.all_special_ids)
-    labels = labeller.stack([labels for _, labels in kept], keep_WS)
-    return TaskWindows(windows_WS, keep_WS, labels, labeller.tasks(labels))
+    labels = labeller.stack([labels for _, _, labels in kept], keep_WS)
+    documents_WS = torch.tensor([documents for _, documents, _ in kept], dtype=torch.int64)
+    return TaskWindows(windows_WS, keep_WS, labels, labeller.tasks(labels), documents_WS)
 
 
 class _Packer:
@@ -149,8 +160,10 @@ class _Packer:
             raise MonosemanticError(f"labelling tokens needs character offsets, which {type(tokenizer).__name__} "
                                     "does not give; load the model's fast tokenizer")
         self.tokenizer, self.labeller = tokenizer, labeller
-        self.prefix = [int(tokenizer.bos_token_id)] if corpus.prepend_bos and tokenizer.bos_token_id is not None \
-            else []
+        if corpus.prepend_bos and tokenizer.bos_token_id is None:
+            raise MonosemanticError("prepend_bos was requested but the tokenizer has no BOS token; run without "
+                                    "prepend_bos")
+        self.prefix = [int(tokenizer.bos_token_id)] if corpus.prepend_bos else []
         self.body, self.sep = corpus.context_length - len(self.prefix), separator_id(tokenizer)
 
     def windows(self, documents):
@@ -175,15 +188,15 @@ class _Packer:
 
 
 class _LazyWindow:
-    """One packed window; split_windows yields it, and only kept ones are turned into (ids, labels)."""
+    """One packed window; split_windows yields it, and only kept ones are labelled."""
 
     def __init__(self, packer: _Packer, ids: list[int], span: list[tuple[int, int]], docs: dict):
         self.packer, self.ids, self.span = packer, ids, span
         self.docs = {d: docs[d] for d in {d for d, _ in span if d >= 0}}
+        self.documents = [-1] * len(packer.prefix) + [d for d, _ in span]
 
-    def __iter__(self):
-        labels = self.packer.labeller.window(self.span, self.docs, len(self.packer.prefix))
-        return iter((torch.tensor(self.ids, dtype=torch.int64), labels))
+    def labels(self) -> dict[str, np.ndarray]:
+        return self.packer.labeller.window(self.span, self.docs, len(self.packer.prefix))
 
 
 class _DocumentLabels:
@@ -238,7 +251,9 @@ class _BuiltInLabels(_DocumentLabels):
         if not text:
             return {}
         first_T, out = _first_chars(text, offsets), {}
-        if "python" in self.families:
+        code = _parses(text)
+        # Even tokenize's contexts mean nothing in prose ("#" headings, indented paragraphs).
+        if "python" in self.families and code:
             for name, (valid_C, mask_C) in python_context_chars(text).items():
                 if name in self.names:
                     out[name] = _token_labels(first_T, valid_C, mask_C)
@@ -248,15 +263,19 @@ class _BuiltInLabels(_DocumentLabels):
         if "package" in self.names and self.files is not None:
             out["package=" + _package(self.files[index], self.root)] = np.ones(len(offsets), dtype=np.int8)
         if "code" in self.names:
-            out["code"] = np.full(len(offsets), _parses(text), dtype=np.int8)
+            out["code"] = np.full(len(offsets), code, dtype=np.int8)
         return out
 
     def stack(self, labels: list[dict[str, np.ndarray]], keep_WS: Tensor) -> dict[str, Tensor]:
-        token = [t.name for t in self.chosen if not t.pooled]
+        token = [t.name for t in self.chosen if not t.pooled] + (["code"] if "code" in self.names else [])
         out = {name: _stack_token(labels, name, keep_WS) for name in token}
         packages = sorted({n for window in labels for n in window if n.startswith("package=")})
-        for name in packages + (["code"] if "code" in self.names else []):
-            out[name] = _pooled(labels, name, keep_WS, one_vs_rest=name.startswith("package="))
+        if packages:
+            # One task per package: its files against every other package's.
+            stacked = {name: _stack_token(labels, name, keep_WS) for name in packages}
+            any_package_WS = torch.stack(list(stacked.values())).eq(1).any(0)
+            for name, own_WS in stacked.items():
+                out[name] = torch.where(own_WS == 1, 1, torch.where(any_package_WS, 0, -1)).to(torch.int8)
         return out
 
     def tasks(self, labels: dict[str, Tensor]) -> dict[str, Task]:
@@ -290,8 +309,8 @@ class _UserLabels(_DocumentLabels):
         return out
 
     def stack(self, labels: list[dict[str, np.ndarray]], keep_WS: Tensor) -> dict[str, Tensor]:
-        out = {"span=" + c: _stack_token(labels, "span=" + c, keep_WS) for c in self.span_classes}
-        return out | {"label=" + c: _pooled(labels, "label=" + c, keep_WS, one_vs_rest=False) for c in self.classes}
+        names = ["span=" + c for c in self.span_classes] + ["label=" + c for c in self.classes]
+        return {name: _stack_token(labels, name, keep_WS) for name in names}
 
     def tasks(self, labels: dict[str, Tensor]) -> dict[str, Task]:
         return {name: Task(name, f"labelled {name.split('=', 1)[1]!r} in the labels file", "labels",
@@ -318,23 +337,6 @@ def _stack_token(labels: list[dict[str, np.ndarray]], name: str, keep_WS: Tensor
     width = keep_WS.shape[1]
     rows = [window.get(name, np.full(width, -1, dtype=np.int8)) for window in labels]
     return torch.from_numpy(np.stack(rows)).masked_fill(~keep_WS, -1)
-
-
-def _pooled(labels: list[dict[str, np.ndarray]], name: str, keep_WS: Tensor, *, one_vs_rest: bool) -> Tensor:
-    """A window's label when every storable position agrees on it (-1 when it straddles documents that differ)."""
-    out = torch.full((len(labels),), -1, dtype=torch.int8)
-    for w, window in enumerate(labels):
-        keep_S = keep_WS[w].numpy()
-        values = window.get(name, np.full(keep_S.size, -1, dtype=np.int8))[keep_S]
-        if not values.size:
-            continue
-        if one_vs_rest:
-            # Positive where every position is from the package, negative where none is.
-            ones = values == 1
-            out[w] = 1 if ones.all() else 0 if not ones.any() else -1
-        elif (values == values[0]).all() and values[0] >= 0:
-            out[w] = int(values[0])
-    return out
 
 
 def _package(file: Path, root: Path) -> str:

@@ -33,18 +33,24 @@ def text_context_chars(text: str) -> dict[str, np.ndarray]:
 
 
 def _inside(text: str, opening: str, closing: str) -> np.ndarray:
-    """Characters after an unmatched ``opening`` (depth never drops below 0: a stray closer is ignored)."""
+    """Characters after an unmatched ``opening`` (a stray closer is ignored); brackets pair within a
+    paragraph, so one unclosed ``(`` cannot mark the rest of a document."""
     mask_C = np.zeros(len(text), dtype=bool)
-    depth, since = 0, 0
-    for match in re.finditer(re.escape(opening) + "|" + re.escape(closing), text):
-        if match.group() == opening:
-            depth, since = depth + 1, (match.end() if depth == 0 else since)
-        elif depth:
-            depth -= 1
-            if depth == 0:
-                mask_C[since:match.start()] = True
-    if depth:
-        mask_C[since:] = True
+    pattern = re.compile(re.escape(opening) + "|" + re.escape(closing))
+    start = 0
+    for paragraph in [*_PARAGRAPH.finditer(text), None]:
+        end = paragraph.start() if paragraph is not None else len(text)
+        depth, since = 0, start
+        for match in pattern.finditer(text, start, end):
+            if match.group() == opening:
+                depth, since = depth + 1, (match.end() if depth == 0 else since)
+            elif depth:
+                depth -= 1
+                if depth == 0:
+                    mask_C[since:match.start()] = True
+        if depth:
+            mask_C[since:end] = True
+        start = paragraph.end() if paragraph is not None else len(text)
     return mask_C
 
 
