@@ -126,6 +126,11 @@ def task_intervals(groups: dict[str, list[tuple[int, float, float, float]]], cei
         axes.axhline(ceiling, color="black", linestyle="--", linewidth=1, label="dense probe (ceiling)")
     axes.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     axes.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ks = sorted({k for points in groups.values() for k, _, _, _ in points})
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("k (latents per probe)")
     axes.set_ylabel("mean AUROC over tasks (95% interval over seeds)")
     axes.set_title(title)
