@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--name", default="topk_k32_x8")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--stages", default=",".join(TASKS), help="stages timed one by one")
+    parser.add_argument("--skip-whole", action="store_true", help="time the stages only, not the whole suite")
     args = parser.parse_args()
 
     lm = load_model("smollm2-135m", threads=args.threads)
@@ -49,6 +50,8 @@ def main() -> None:
         start = time.perf_counter()
         run_suite(lm, sae, tasks=(stage,), **common)
         print(f"stage {stage}: {time.perf_counter() - start:.1f} s")
+    if args.skip_whole:
+        return
     start = time.perf_counter()
     suite = run_suite(lm, sae, **common)
     print(f"whole suite ({len(suite.groups)} groups, {sum(len(m) for m in suite.groups.values())} contenders): "

@@ -627,7 +627,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("runs/demo"),
     tokens: Annotated[int, typer.Option(help="Tokens to harvest.")] = 300_000,
     train_tokens: Annotated[int, typer.Option(help="Tokens each dictionary of the sweep trains on.")] = 1_000_000,
-    quick: Annotated[bool, typer.Option(help="A much smaller run (about 3 minutes on 2 CPU cores) to check the set-up.")] = False,
+    quick: Annotated[bool, typer.Option(help="A much smaller run (about 5 minutes on 2 CPU cores) to check the set-up.")] = False,
     threads: ThreadsOpt = None,
 ):
     """The whole pipeline offline on the embedded defaults (SmolLM2-135M, the stdlib corpus): harvest, a top-k

@@ -44,9 +44,14 @@ def frontier(points: list[tuple[str, float, float]], path: Path,
                   label=f"{name}, top-L0 coordinates")
     if curves:
         axes.legend(fontsize=7)
+    labelled: list[tuple[float, float]] = []
     for name, l0, fvu in points:
         axes.scatter([l0], [fvu], s=36)
-        axes.annotate(name, (l0, fvu), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Seeds of one recipe land on top of each other: label the first of a cluster only.
+        if not any(abs(math.log10(max(l0, 1e-9) / max(a, 1e-9))) < 0.03 and abs(fvu - b) < 0.03
+                   for a, b in labelled):
+            axes.annotate(name, (l0, fvu), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            labelled.append((l0, fvu))
     if all(l0 > 0 for _, l0, _ in points) and len(points) > 1:
         from matplotlib.ticker import NullFormatter
 
