@@ -62,7 +62,7 @@ BUILT_IN = (tuple(Task(t.name, t.description, "python") for t in PYTHON_CONTEXTS
 RARE = tuple(Task(t.name, t.description, "python") for t in RARE_PYTHON_CONTEXTS)
 
 
-def select_tasks(names: Sequence[str] | None = None, *, labels: bool = False) -> tuple[Task, ...]:
+def select_tasks(names: Sequence[str] | None = None) -> tuple[Task, ...]:
     """The built-in tasks named (families may be named too: ``python``, ``text``, ``sequence``); None: all.
 
     The rare Python contexts (:data:`RARE`, e.g. ``in_decorator``) run only when named one by one.
@@ -72,7 +72,7 @@ def select_tasks(names: Sequence[str] | None = None, *, labels: bool = False) ->
     chosen: list[Task] = []
     for name in names:
         found = [t for t in BUILT_IN if name in (t.name, t.family)] + [t for t in RARE if t.name == name]
-        if not found and not (labels and name == "labels"):
+        if not found:
             raise MonosemanticError(f"task {name!r} does not exist; expected a family ({', '.join(FAMILIES[:3])}) "
                                     f"or one of: {', '.join(t.name for t in BUILT_IN + RARE)}")
         chosen += [t for t in found if t not in chosen]
