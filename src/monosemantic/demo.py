@@ -220,7 +220,8 @@ def headline_table(rows: list[dict]) -> str:
         if value is None:
             return "-"
         if isinstance(value, Interval):
-            return f"{value.mean:.3f}" + (f" [{value.low:.3f}, {value.high:.3f}]" if value.n > 1 else "")
+            spread = value.n > 1 and f"{value.low:.3f}" != f"{value.high:.3f}"  # no brackets around a constant
+            return f"{value.mean:.3f}" + (f" [{value.low:.3f}, {value.high:.3f}]" if spread else "")
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(title for _, title in _COLUMNS) + " |",
