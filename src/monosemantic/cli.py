@@ -218,15 +218,8 @@ def sweep(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk",
     result = sweep_from_store(store, out, arch=arch, config=cfg, expansions=_numbers(expansions),
                               sparsities=_numbers(sparsities), sparsity_option=sparsity_option, site_in=site,
                               site_out=site_out, options=_parse_options(option or []),
-                              seeds=[_seed(value) for value in seeds.split(",") if value.strip()] if seeds else None)
+                              seeds=_numbers(seeds) if seeds else None)
     _print_training(result, out)
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise MonosemanticError(f"--seeds value {text.strip()!r} is not an integer; expected e.g. 0,1,2") from None
 
 
 def _print_training(result, out: Path) -> None:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MonosemanticError
-from .labels import _STRING_ENDS, _STRING_STARTS, _line_starts, _python_tokens
+from .labels import _STRING_ENDS, _STRING_STARTS, _line_starts, _python_tokens, first_characters
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,6 @@ _TASK_NAMES = _DEFAULT_TASKS + tuple(task.name for task in RARE_PYTHON_CONTEXTS)
 _AST_TASKS = tuple(task.name for task in PYTHON_CONTEXTS + RARE_PYTHON_CONTEXTS if task.uses_ast)
 _SCOPES = {"at_module_level": 0, "in_class_body": 1, "in_function_body": 2}
 _SPAN_TASKS = tuple(name for name in _AST_TASKS if name not in _SCOPES)
-# Every character str.isspace() accepts is at or below U+3000, so a small table covers them.
-_SPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
 _LONE_CR = re.compile(r"\r(?!\n)")
 _PREFIX = re.compile(r"[A-Za-z]*")
 
@@ -488,12 +486,7 @@ def _first_characters(tokenizer, text: str) -> tuple[Tensor, np.ndarray]:
         raise MonosemanticError(f"labelling tokens needs character offsets, which {type(tokenizer).__name__} does "
                                 "not give; load the model's fast tokenizer (AutoTokenizer, use_fast=True)")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    offsets_T2 = np.array(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-    codes_C = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    solid_C = np.flatnonzero(~np.isin(codes_C, _SPACE_CODES))
-    next_T = np.append(solid_C, len(text))[np.searchsorted(solid_C, offsets_T2[:, 0])]
-    first_T = np.where(next_T < offsets_T2[:, 1], next_T, offsets_T2[:, 0])
-    return torch.tensor(encoded["input_ids"], dtype=torch.int64), first_T
+    return torch.tensor(encoded["input_ids"], dtype=torch.int64), first_characters(text, encoded["offset_mapping"])
 
 
 def _check_tasks(tasks: Sequence[str] | None) -> tuple[str, ...]:

@@ -17,14 +17,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from ..data import source_from_description, text_source, token_windows
-from ..data.split import DEFAULT_HOLDOUT, split_windows
+from ..data import source_from_description, text_source
+from ..data.split import DEFAULT_HOLDOUT
 from ..data.sources import TextSource
 from ..errors import MonosemanticError
 from .results import Result
+from .windows import corpus_windows
 
 DEFAULT_CONTEXT = 128
 TRAINING_RECORD = "training.json"  # written by the Trainer beside the dictionaries it saves
@@ -57,17 +57,9 @@ class EvalCorpus(Result):
 
     def windows(self, tokenizer, n_windows: int) -> Tensor:
         """The first ``n_windows`` scoreable windows ``[W, S]`` (int64)."""
-        kept = [w for _, w in zip(range(n_windows), self.indexed_windows(tokenizer, self.source()))]
-        if len(kept) < n_windows:
-            raise MonosemanticError(f"corpus {self.label} yields only {len(kept)} {self.split} windows of "
-                                    f"{self.context_length} tokens, fewer than the {n_windows} asked; ask for fewer "
-                                    "windows or use a bigger corpus")
-        return torch.stack(kept)
-
-    def indexed_windows(self, tokenizer, documents):
-        """The scoreable windows of ``documents`` (this corpus's text, possibly labelled alongside)."""
-        windows = token_windows(documents, tokenizer, self.context_length, prepend_bos=self.prepend_bos)
-        return (w for _, w in split_windows(windows, self.split, self.holdout))
+        return corpus_windows(tokenizer, self.source(), n_windows=n_windows, context_length=self.context_length,
+                              prepend_bos=self.prepend_bos,
+                              holdout=None if self.split == "all" else self.holdout, split=self.split)
 
 
 def training_record(dictionary_folder: str | Path) -> dict | None:

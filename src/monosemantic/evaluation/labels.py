@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.split import split_windows
 from ..data import storable_mask, text_source
+from ..data.split import split_windows
 from ..data.windows import separator_id
 from ..errors import MonosemanticError
 
@@ -170,12 +170,25 @@ def _label_tokens(tokenizer, text: str, categories_C: np.ndarray) -> tuple[Tenso
         raise MonosemanticError(f"labelling tokens needs character offsets, which {type(tokenizer).__name__} does "
                                 "not give; load the model's fast tokenizer (AutoTokenizer, use_fast=True)")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    labels = []
-    for start, end in encoded["offset_mapping"]:
-        piece = text[start:end]
-        first = start + (len(piece) - len(piece.lstrip()) if piece.strip() else 0)
-        labels.append(int(categories_C[first]) if first < len(text) else -1)
-    return torch.tensor(encoded["input_ids"], dtype=torch.int64), torch.tensor(labels, dtype=torch.int64)
+    first_T = first_characters(text, encoded["offset_mapping"])
+    inside_T = first_T < len(text)
+    labels_T = np.full(first_T.shape, -1, dtype=np.int64)
+    labels_T[inside_T] = categories_C[first_T[inside_T]]
+    return torch.tensor(encoded["input_ids"], dtype=torch.int64), torch.from_numpy(labels_T)
+
+
+# Every character str.isspace() accepts is at or below U+3000, so a small table covers them.
+_SPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+
+
+def first_characters(text: str, offsets) -> np.ndarray:
+    """``[T]`` int64: per token ``(start, end)``, the index of its first non-space character (its
+    first character if all spaces): the character whose label the token takes, everywhere."""
+    offsets_T2 = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    codes_C = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    solid_C = np.flatnonzero(~np.isin(codes_C, _SPACE_CODES))
+    next_T = np.append(solid_C, len(text))[np.searchsorted(solid_C, offsets_T2[:, 0])]
+    return np.where(next_T < offsets_T2[:, 1], next_T, offsets_T2[:, 0])
 
 
 def labelled_windows(tokenizer, n_windows: int, context_length: int = 128, *, corpus="stdlib",

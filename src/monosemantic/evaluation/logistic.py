@@ -33,14 +33,13 @@ def fit_gathered(X_TNK: Tensor, y_TN: Tensor, train_TN: Tensor, *, C: float = 1.
     Decision values are ``((X - mean) / std) @ W + b``.
     """
     mean_TK, std_TK = _moments(X_TNK, train_TN)
-    Z_TNK = (X_TNK - mean_TK[:, None]) / std_TK[:, None]
+    Z_TNK = _standardised(X_TNK, mean_TK, std_TK)  # once, not at every evaluation of the loss
     weights_TN = balanced_weights(y_TN, train_TN)
     W_TK = torch.zeros(X_TNK.shape[0], X_TNK.shape[2], requires_grad=True)
     b_T = torch.zeros(X_TNK.shape[0], requires_grad=True)
 
     def loss() -> Tensor:
-        logits_TN = torch.einsum("tnk,tk->tn", Z_TNK, W_TK) + b_T[:, None]
-        return _objective(logits_TN, y_TN, weights_TN, W_TK, C)
+        return _objective(_gathered_logits(Z_TNK, W_TK, b_T), y_TN, weights_TN, W_TK, C)
 
     _minimise([W_TK, b_T], loss, max_iter)
     return W_TK.detach(), b_T.detach(), mean_TK, std_TK
@@ -60,14 +59,31 @@ def fit_shared(X_ND: Tensor, y_NT: Tensor, train_NT: Tensor, *, C: float = 1.0,
     weights_TN = balanced_weights(y_NT.T, train_NT.T)
     W_DT = torch.zeros(X_ND.shape[1], y_NT.shape[1], requires_grad=True)
     b_T = torch.zeros(y_NT.shape[1], requires_grad=True)
-    # (x - m_t) / s_t . w_t = x . (w_t / s_t) - m_t . (w_t / s_t): one GEMM for every task.
     def loss() -> Tensor:
-        scaled_DT = W_DT / std_TD.T
-        logits_NT = X_ND @ scaled_DT - (mean_TD * scaled_DT.T).sum(1) + b_T
-        return _objective(logits_NT.T, y_NT.T, weights_TN, W_DT.T, C)
+        return _objective(shared_decision(X_ND, W_DT, b_T, mean_TD, std_TD).T, y_NT.T, weights_TN, W_DT.T, C)
 
     _minimise([W_DT, b_T], loss, max_iter)
     return W_DT.detach(), b_T.detach(), mean_TD, std_TD
+
+
+def gathered_decision(X_TNK: Tensor, W_TK: Tensor, b_T: Tensor, mean_TK: Tensor, std_TK: Tensor) -> Tensor:
+    """``[T, N]`` decision values of :func:`fit_gathered`'s regressions (positive above 0)."""
+    return _gathered_logits(_standardised(X_TNK, mean_TK, std_TK), W_TK, b_T)
+
+
+def _standardised(X_TNK: Tensor, mean_TK: Tensor, std_TK: Tensor) -> Tensor:
+    return (X_TNK - mean_TK[:, None]) / std_TK[:, None]
+
+
+def _gathered_logits(Z_TNK: Tensor, W_TK: Tensor, b_T: Tensor) -> Tensor:
+    return torch.einsum("tnk,tk->tn", Z_TNK, W_TK) + b_T[:, None]
+
+
+def shared_decision(X_ND: Tensor, W_DT: Tensor, b_T: Tensor, mean_TD: Tensor, std_TD: Tensor) -> Tensor:
+    """``[N, T]`` decision values of :func:`fit_shared`'s regressions (positive above 0)."""
+    # (x - m_t) / s_t . w_t = x . (w_t / s_t) - m_t . (w_t / s_t): one GEMM for every task.
+    scaled_DT = W_DT / std_TD.T
+    return X_ND @ scaled_DT - (mean_TD * scaled_DT.T).sum(1) + b_T
 
 
 def _moments(X_TNK: Tensor, train_TN: Tensor) -> tuple[Tensor, Tensor]:

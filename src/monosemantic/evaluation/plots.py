@@ -89,11 +89,7 @@ def probing_curves(curves: dict[str, tuple[list[int], list[float], float | None]
             axes.axhline(full, linestyle=":", color=color, label=f"{name} (all)" if line is None else None)
     if majority is not None and not math.isnan(majority):
         axes.axhline(majority, linestyle="--", color="grey", label="majority class")
-    axes.set_xscale("log")
-    if all_ks:
-        axes.set_xticks(all_ks, [str(k) for k in all_ks])
-        axes.minorticks_off()
-    axes.set_xlabel("k (latents per class)")
+    _k_axis(axes, all_ks, "k (latents per class)")
     axes.set_ylabel("held-out accuracy")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
@@ -130,15 +126,18 @@ def task_intervals(groups: dict[str, list[tuple[int, float, float, float]]], cei
     if ceiling is not None and math.isfinite(ceiling):
         axes.axhline(ceiling, color="black", linestyle="--", linewidth=1, label="dense probe (ceiling)")
     axes.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
-    axes.set_xscale("log")
-    from matplotlib.ticker import NullFormatter
-
-    ks = sorted({k for points in groups.values() for k, _, _, _ in points})
-    axes.set_xticks(ks, [str(k) for k in ks])
-    axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.set_xlabel("k (latents per probe)")
+    _k_axis(axes, sorted({k for points in groups.values() for k, _, _, _ in points}), "k (latents per probe)")
     axes.set_ylabel("mean AUROC over tasks (95% interval over seeds)")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=7)
     return _save(figure, path)
+
+
+def _k_axis(axes, ks: list[int], label: str) -> None:
+    """A log x axis ticked at the probed k's only, as plain numbers."""
+    axes.set_xscale("log")
+    if ks:
+        axes.set_xticks(ks, [str(k) for k in ks])
+        axes.minorticks_off()
+    axes.set_xlabel(label)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 from ..errors import MonosemanticError
@@ -52,12 +53,9 @@ def write_report(results, folder, *, title: str = "Evaluation report", plot: boo
     folder.mkdir(parents=True, exist_ok=True)
     draw = plot and plots.available()
     sections = suite_sections(suite, folder, draw) if suite is not None else []
-    sections += [section for build in _BUILDERS if (section := build(named, folder, draw)) is not None]
-    if suite is not None and suite.frontier and draw:
-        # Baselines become curves (truncated to each L0) instead of points at their full width.
-        points = [(n, r.l0, r.fvu) for n, r in named if isinstance(r, ReconstructionResult)
-                  and n not in suite.frontier and _finite(r.l0, r.fvu)]
-        plots.frontier(points, folder / "frontier.png", curves={k: list(v) for k, v in suite.frontier.items()})
+    curves = suite.frontier if suite is not None else None
+    builders = (partial(_reconstruction, curves=curves), *_BUILDERS)
+    sections += [section for build in builders if (section := build(named, folder, draw)) is not None]
     others = [name for name, r in named if not isinstance(r, _KNOWN)]
     if others:
         sections.append(Section("Other results", notes=[f"In report.json only: {', '.join(others)}."]))
@@ -108,7 +106,9 @@ def default_name(result: Result) -> str:
 
 # ----- sections --------------------------------------------------------------------------------
 
-def _reconstruction(named, folder: Path, draw: bool) -> Section | None:
+def _reconstruction(named, folder: Path, draw: bool, curves: dict | None = None) -> Section | None:
+    """``curves``: baseline name -> ((l0, fvu), ...) truncated to each L0; those baselines are drawn as
+    curves instead of points at their full width."""
     items = [(n, r) for n, r in named if isinstance(r, ReconstructionResult)]
     if not items:
         return None
@@ -118,7 +118,8 @@ def _reconstruction(named, folder: Path, draw: bool) -> Section | None:
     section = Section("Reconstruction", [Table(["dictionary", "arch", "latents", "tokens", "L0", "FVU", "MSE",
                                                 "cosine", "rel. bias", "dead %", "dense %"], rows)])
     if draw:
-        plots.frontier([(n, r.l0, r.fvu) for n, r in items if _finite(r.l0, r.fvu)], folder / "frontier.png")
+        plots.frontier([(n, r.l0, r.fvu) for n, r in items if _finite(r.l0, r.fvu) and n not in (curves or {})],
+                       folder / "frontier.png", curves={k: list(v) for k, v in (curves or {}).items()})
         plots.densities([(n, list(r.density.histogram_edges), list(r.density.histogram_counts)) for n, r in items],
                         folder / "densities.png")
         section.images += ["frontier.png", "densities.png"]
@@ -225,7 +226,7 @@ def _comparisons(named, folder: Path, draw: bool) -> Section | None:
     return section
 
 
-_BUILDERS = (_reconstruction, _splice, _probing, _absorption, _clustering, _comparisons)
+_BUILDERS = (_splice, _probing, _absorption, _clustering, _comparisons)
 _KNOWN = (ReconstructionResult, SpliceResult, ProbingResult, AbsorptionResult, ClusteringResult, MMCSResult,
           StitchResult)
 

@@ -223,11 +223,11 @@ class _Run:
             code_WS = data.labels.get("code")
             if code_WS is not None:
                 self.python = bool((code_WS[data.keep_WS] == 1).float().mean() >= 0.5)
-        acts_ND = labelled_activations(self.lm, self.site, data.windows_WS, data.keep_WS.long() - 1).acts_ND
+        # Rows in keep_WS order: site_rows keeps the same storable positions task_windows marked.
+        acts_ND = site_rows(self.lm, self.site, data.windows_WS)
         contenders: dict[str, tuple] = {ACTIVATIONS: (None, acts_ND), **{k: (d, acts_ND) for k, d in own.items()}}
         for label, (candidate, lm) in randoms.items():
-            contenders[label] = (candidate, labelled_activations(lm, self.site, data.windows_WS,
-                                                                 data.keep_WS.long() - 1).acts_ND)
+            contenders[label] = (candidate, site_rows(lm, self.site, data.windows_WS))
         result = probe_tasks(contenders, data, corpus=corpus.to_dict(), seed=self.seed)
         if not result.tasks:
             self.notes.append("no contextual task had enough positives and negatives: " +

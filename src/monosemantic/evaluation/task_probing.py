@@ -24,8 +24,9 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
-from .features import class_scores, columns, dictionary_codes, issparse, sklearn, subsample, window_split
-from .logistic import fit_gathered, fit_shared
+from .features import (class_scores, columns, dictionary_codes, issparse, sklearn, subsample, top_features,
+                       window_split)
+from .logistic import fit_gathered, fit_shared, gathered_decision, shared_decision
 from .results import Result
 from .tasks import TaskWindows
 
@@ -173,8 +174,7 @@ def _sparse(name: str, X, plans: list[_Plan], config: TaskProbingConfig) -> list
     chosen, X_TNK, y_TN, train_TN = [], [], [], []
     width = max(p.train.size + p.test.size for p in plans)
     for plan in plans:
-        ranking_F = class_scores(X[plan.train], plan.y_train, np.array([1]))[0]
-        best = np.lexsort((np.arange(ranking_F.size), -ranking_F))[:top]
+        best = top_features(class_scores(X[plan.train], plan.y_train, np.array([1]))[0], top)
         chosen.append(best)
         rows = np.concatenate([plan.train, plan.test])
         X_TNK.append(_padded(columns(X[rows], best), width))
@@ -187,8 +187,7 @@ def _sparse(name: str, X, plans: list[_Plan], config: TaskProbingConfig) -> list
         kk = min(k, X_TNK_t.shape[2])
         W_TK, b_T, mean_TK, std_TK = fit_gathered(X_TNK_t[:, :, :kk], y_TN_t, train_t, C=config.C,
                                                   max_iter=config.max_iter)
-        decision_TN = torch.einsum("tnk,tk->tn", (X_TNK_t[:, :, :kk] - mean_TK[:, None]) / std_TK[:, None],
-                                   W_TK) + b_T[:, None]
+        decision_TN = gathered_decision(X_TNK_t[:, :, :kk], W_TK, b_T, mean_TK, std_TK)
         for t, plan in enumerate(plans):
             test = slice(plan.train.size, plan.train.size + plan.test.size)
             out.append(plan.score(name, k, decision_TN[t, test].numpy(), chosen[t][:kk].tolist()))
@@ -203,9 +202,7 @@ def _dense(name: str, X, plans: list[_Plan], config: TaskProbingConfig) -> list[
     for t, plan in enumerate(plans):
         y_NT[plan.train, t] = torch.from_numpy(plan.y_train).float()
         train_NT[plan.train, t] = True
-    W_DT, b_T, mean_TD, std_TD = fit_shared(X_ND, y_NT, train_NT, C=config.C, max_iter=config.max_iter)
-    scaled_DT = W_DT / std_TD.T
-    decision_NT = X_ND @ scaled_DT - (mean_TD * scaled_DT.T).sum(1) + b_T
+    decision_NT = shared_decision(X_ND, *fit_shared(X_ND, y_NT, train_NT, C=config.C, max_iter=config.max_iter))
     return [plan.score(name, None, decision_NT[plan.test, t].numpy()) for t, plan in enumerate(plans)]
 
 

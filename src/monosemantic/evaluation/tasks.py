@@ -38,6 +38,7 @@ from ..data.windows import separator_id
 from ..errors import MonosemanticError
 from .contexts import PYTHON_CONTEXTS, RARE_PYTHON_CONTEXTS, python_context_chars
 from .corpus import EvalCorpus
+from .labels import first_characters
 from .text_contexts import TEXT_CONTEXTS, text_context_chars
 
 FAMILIES = ("python", "text", "sequence", "labels")
@@ -137,7 +138,8 @@ def task_windows(tokenizer, corpus: EvalCorpus, tasks: Sequence[Task], n_windows
     if labelled is not None:
         documents, labeller = [t.text for t in labelled], _UserLabels(labelled, tokenizer)
     else:
-        documents, labeller = corpus.source(), _BuiltInLabels(tasks, corpus)
+        documents = corpus.source()
+        labeller = _BuiltInLabels(tasks, documents)
     packer = _Packer(tokenizer, corpus, labeller)
     chosen = split_windows(packer.windows(documents), corpus.split, corpus.holdout)
     kept = [(lazy.ids, lazy.documents, lazy.labels()) for _, (_, lazy) in zip(range(n_windows), chosen)]
@@ -223,12 +225,8 @@ class _DocumentLabels:
 
 
 def _first_chars(text: str, offsets: list) -> np.ndarray:
-    """Each token's first non-space character (its first character if all spaces), as in labels.py."""
-    first_T = np.empty(len(offsets), dtype=np.int64)
-    for t, (start, end) in enumerate(offsets):
-        piece = text[start:end]
-        first_T[t] = start + (len(piece) - len(piece.lstrip()) if piece.strip() else 0)
-    return np.minimum(first_T, max(len(text) - 1, 0))
+    """Each token's labelling character (``labels.first_characters``), kept inside the text."""
+    return np.minimum(first_characters(text, offsets), max(len(text) - 1, 0))
 
 
 def _token_labels(first_T: np.ndarray, valid_C: np.ndarray | None, mask_C: np.ndarray) -> np.ndarray:
@@ -239,11 +237,10 @@ def _token_labels(first_T: np.ndarray, valid_C: np.ndarray | None, mask_C: np.nd
 
 
 class _BuiltInLabels(_DocumentLabels):
-    def __init__(self, tasks: Sequence[Task], corpus: EvalCorpus):
+    def __init__(self, tasks: Sequence[Task], source):
         super().__init__()
         self.families = {t.family for t in tasks}
         self.names = {t.name for t in tasks}
-        source = corpus.source()
         self.files, self.root = (source.files(), source.root) if isinstance(source, StdlibSource) else (None, None)
         self.chosen = tasks
 

@@ -21,21 +21,23 @@ from ..errors import MonosemanticError
 def corpus_windows(tokenizer, corpus="stdlib", *, n_windows: int, context_length: int = 128,
                    prepend_bos: bool = False, holdout: float | None = 0.05, text_column: str = "text",
                    split: str = "holdout") -> Tensor:
-    """The first ``n_windows`` windows ``[W, S]`` (int64) of ``corpus``'s ``split`` ("holdout" or "train";
-    every window with ``holdout=None``)."""
+    """The first ``n_windows`` windows ``[W, S]`` (int64) of ``corpus``'s ``split`` ("holdout", "train" or
+    "all"; every window with ``holdout=None`` too)."""
     _check_count("n_windows", n_windows)
     if holdout is not None and not 0 < holdout < 1:
         raise MonosemanticError(f"holdout={holdout!r} is not a fraction in (0, 1); try 0.05, or None for every window")
-    if split not in ("holdout", "train"):
-        raise MonosemanticError(f"split {split!r} is unknown; expected holdout or train")
+    if split not in ("holdout", "train", "all"):
+        raise MonosemanticError(f"split {split!r} is unknown; expected holdout, train or all")
+    split = "all" if holdout is None else split
     kept: list[Tensor] = []
-    windows = token_windows(text_source(corpus, text_column=text_column), tokenizer, context_length,
-                            prepend_bos=prepend_bos)
-    for _, window_S in split_windows(windows, "all" if holdout is None else split, holdout or 0.0):
+    source = text_source(corpus, text_column=text_column)
+    windows = token_windows(source, tokenizer, context_length, prepend_bos=prepend_bos)
+    for _, window_S in split_windows(windows, split, holdout or 0.0):
         kept.append(window_S)
         if len(kept) == n_windows:
             return torch.stack(kept)
-    raise MonosemanticError(f"corpus {corpus!r} yields only {len(kept)} {split} windows of {context_length} tokens, "
+    name = corpus if isinstance(corpus, str) else source.describe().get("path", source.describe().get("kind"))
+    raise MonosemanticError(f"corpus {name!r} yields only {len(kept)} {split} windows of {context_length} tokens, "
                             f"fewer than the {n_windows} asked; ask for fewer windows or use a bigger corpus")
 
 

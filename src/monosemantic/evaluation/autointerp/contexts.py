@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..contexts import PYTHON_CONTEXTS, python_context_chars
+from ..labels import first_characters
 from ..text_contexts import TEXT_CONTEXTS, text_context_chars
 
 CONTEXT_CLAUSE = "in context"  # how explanations name one: "...; in context in_comment (inside a comment)"
@@ -27,9 +28,9 @@ def token_contexts(tokens: Sequence[str]) -> dict[str, np.ndarray]:
     text = "".join(tokens)
     if not text:
         return {name: np.zeros(len(tokens), dtype=bool) for name in FRAGMENT_CONTEXTS}
-    starts = np.cumsum([0] + [len(t) for t in tokens[:-1]])
-    first_T = np.array([s + (len(t) - len(t.lstrip()) if t.strip() else 0) for s, t in zip(starts, tokens)])
-    first_T = np.minimum(first_T, len(text) - 1)
+    ends_T = np.cumsum([len(t) for t in tokens])
+    first_T = np.minimum(first_characters(text, np.stack([ends_T - [len(t) for t in tokens], ends_T], 1)),
+                         len(text) - 1)
     masks = dict(text_context_chars(text))
     for name, (valid_C, mask_C) in python_context_chars(text).items():
         if name in FRAGMENT_CONTEXTS:
