@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from monosemantic.dictionaries import make_dictionary
+from monosemantic.dictionaries import StepInput, make_dictionary
 
 SITE = "blocks.6.resid_post"
 D_IN = 576
@@ -127,7 +127,7 @@ def summary(step_times: list[float], gemm_times: list[float], args, **extra) -> 
 def step_fn(dictionary, optimizer, batches: Batches, sparsity_scale: float = 1.0):
     """One full training step, exactly the Trainer's sequence."""
     def step():
-        out = dictionary.loss(batches.next(), sparsity_scale=sparsity_scale, dense_codes=False)
+        out = dictionary.loss(batches.next(), None, StepInput(sparsity_scale=sparsity_scale, dense_codes=False))
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         dictionary.project_decoder_grad_()
@@ -145,7 +145,7 @@ def build(arch: str, f: int, seed: int = 0, **options):
 
 def adam(dictionary, args):
     """The Trainer's optimizer: fused Adam over contiguous aliases of transposed parameters."""
-    from monosemantic.training.optimizer import Adam
+    from monosemantic.kernels.adam import Adam
     return Adam(dictionary.parameters(), lr=1e-4, fused=True)
 
 

@@ -8,13 +8,40 @@ cost nothing to make.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest
-import torch
+# The suite must never write into the user's home: our converted-model cache, Hugging Face
+# datasets' cache and locks, matplotlib's font cache and Chromium's profile files would all land
+# under ~/.cache or ~/.config. Everything is pointed at one folder for the session, removed at
+# its end. This runs at conftest import, before test modules import datasets or matplotlib,
+# which read their folders once at import. Explicit XDG_*/HF_* settings of the user are
+# overridden too, since they usually point into the home as well.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="monosemantic-tests-"))
+os.environ.update({
+    "HOME": str(SESSION_HOME),
+    "XDG_CACHE_HOME": str(SESSION_HOME / ".cache"),
+    "XDG_CONFIG_HOME": str(SESSION_HOME / ".config"),
+    "XDG_DATA_HOME": str(SESSION_HOME / ".local" / "share"),
+    "MONOSEMANTIC_CACHE": str(SESSION_HOME / ".cache" / "monosemantic"),
+    "HF_HOME": str(SESSION_HOME / ".cache" / "huggingface"),
+    "HF_DATASETS_CACHE": str(SESSION_HOME / ".cache" / "huggingface" / "datasets"),
+    "MPLCONFIGDIR": str(SESSION_HOME / ".config" / "matplotlib"),
+})
+
+
+def pytest_unconfigure(config):
+    # The converted SmolLM2 alone is ~0.5 GB; a session's folder is of no use after it.
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+import pytest  # noqa: E402 -- after the environment above, which libraries read at import
+import torch  # noqa: E402
 
 VOCAB = 49152
 
@@ -64,7 +91,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir():
-    """The folder of the converted embedded SmolLM2 (model and tokenizer), converted once."""
+    """The folder of the converted embedded SmolLM2 (model and tokenizer), converted once a session
+    into the session's cache (~18 s here); slow tests only."""
     from monosemantic.models import embedded_gguf
     from monosemantic.models.gguf_cache import converted_folder
 
@@ -72,10 +100,15 @@ def smol_tokenizer_dir():
 
 
 @pytest.fixture(scope="session")
-def smol_tokenizer(smol_tokenizer_dir):
+def smol_tokenizer():
+    """SmolLM2's tokenizer read straight from the embedded GGUF (~4 s). The conversion saves this
+    same tokenizer; reading it here spares the fast tests the whole model's conversion."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    from monosemantic.models import embedded_gguf
+
+    gguf = embedded_gguf("smollm2-135m")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
 @pytest.fixture(scope="session")

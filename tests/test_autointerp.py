@@ -24,7 +24,7 @@ from monosemantic.cli import app
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import corpus_windows
-from monosemantic.evaluation.autointerp import (
+from monosemantic.autointerp import (
     LLMReplyError,
     LLMScorer,
     LLMUnavailable,
@@ -34,10 +34,13 @@ from monosemantic.evaluation.autointerp import (
     OpenAIExplainer,
     auroc,
     autointerp,
+    backends,
     balanced_accuracy,
     compare_autointerp,
     compare_with_baselines,
+    explain_folders,
     explain_latents,
+    judge_check,
     named_tokens,
     parse_probabilities,
     quote_token,
@@ -322,6 +325,43 @@ def test_compare_with_baselines_scores_every_dictionary(lm, sae, windows):
     assert comparison.rows[0].detection == 1.0
     assert "| sae | 3 |" in comparison.table()
     assert compare_autointerp({"x": results["pca"]}).rows[0].fuzzing == results["pca"].fuzzing
+
+
+def test_explain_folders_scores_each_folder_compares_and_checks_the_judge(lm, data, windows, tmp_path):
+    data.save(tmp_path / "sae")
+    torch.manual_seed(1)
+    untrained = make_dictionary("relu", 64, 4, site_in=SITE, model=lm.name)
+    analyze_features(lm, untrained, windows[:8], progress=False).save(tmp_path / "untrained")
+    folders = {"dictionary": tmp_path / "sae", "untrained": tmp_path / "untrained"}
+    run = explain_folders(folders, "0-2", report=tmp_path / "out" / "report.json", progress=False)
+    assert list(run.results) == ["dictionary", "untrained"] and run.folders == folders
+    for name, folder in folders.items():
+        alone = autointerp(FeatureData.load(folder), [0, 1, 2], name=name, progress=False)
+        assert run.results[name].to_dict() == alone.to_dict()  # the same selection, seed and judge
+        written = FeatureData.load(folder)
+        assert all(written.explanation(s.latent) == s.explanation for s in alone.latents)
+    assert run.results["dictionary"].detection == 1.0 and not run.results["dictionary"].fallbacks()
+    assert [r.name for r in run.comparison.rows] == ["dictionary", "untrained"]
+    assert run.judge.controls == ("untrained",)  # names starting "untrained" are controls
+    assert run.judge.message == judge_check(run.results, "dictionary", ["untrained"]).message
+    saved = json.loads(run.report.read_text())
+    assert saved == json.loads(json.dumps({name: r.to_dict() for name, r in run.results.items()}))
+    one = explain_folders({"dictionary": tmp_path / "sae"}, [0], progress=False)
+    assert one.comparison is None and one.judge is None and one.report is None
+    assert explain_folders(folders, [0], controls=[], progress=False).judge is None
+    with pytest.raises(MonosemanticError, match="no feature folders"):
+        explain_folders({})
+    with pytest.raises(MonosemanticError, match="is not a feature folder"):
+        explain_folders({"dictionary": tmp_path})
+
+
+def test_backends_are_offline_unless_an_endpoint_is_named(server):
+    explainer, scorer = backends()
+    assert (explainer.source, scorer.source) == ("offline", "offline")
+    with pytest.raises(MonosemanticError, match="needs the model name it serves"):
+        backends(_url(server))
+    explainer, scorer = backends(_url(server), "m")
+    assert explainer.client is scorer.client and explainer.source == "llm:m"
 
 
 def test_explain_cli_writes_explanations_and_falls_back(lm, data, windows, tmp_path):

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from monosemantic.dictionaries import (
-    Crosscoder, load_dictionary_native, make_dictionary, read_config, reconstruction_mse, save_dictionary)
+    Crosscoder, StepInput, load_dictionary_native, make_dictionary, read_config, reconstruction_mse, save_dictionary)
 from monosemantic.errors import MonosemanticError
 from conftest import torch_threads
 
 S, D, F, N = 2, 8, 48, 40
-CASES = {"relu": {}, "topk": {"activation": "topk", "k": 4, "aux_k": 6, "dead_after_tokens": 100}}
+CASES = {"relu": {}, "topk": {"activation": "topk", "k": 4, "aux_k": 6}}
 
 
 def _data(n=N, s=S, d=D, seed=1, dtype=torch.float32):
@@ -45,13 +45,13 @@ def test_shapes_and_loss_terms(case):
     assert crosscoder.decode(codes).shape == (N, S, D)
     recon, codes2, pre = crosscoder(x)
     assert recon.shape == (N, S, D) and torch.equal(codes2, codes) and pre.shape == (N, F)
-    out = crosscoder.loss(x, sparsity_scale=0.5)
+    out = crosscoder.loss(x, None, StepInput(sparsity_scale=0.5))
     assert out.recon.shape == (N, S, D) and out.codes.shape == (N, F)
     per_source = sum(reconstruction_mse(out.recon[:, s], x[:, s]) for s in range(S))
     torch.testing.assert_close(out.mse, per_source)
-    torch.testing.assert_close(out.loss, out.mse + out.sparsity + out.aux)
+    torch.testing.assert_close(out.loss, out.mse + out.terms["sparsity"] + out.terms["aux"])
     if case == "topk":
-        assert ((out.codes > 0).sum(1) <= 4).all() and float(out.sparsity) == 0
+        assert ((out.codes > 0).sum(1) <= 4).all() and float(out.terms["sparsity"]) == 0
     assert crosscoder.decoder_norms().shape == (F, S)
 
 
@@ -69,9 +69,8 @@ def test_options_sites_and_errors():
     crosscoder = make_dictionary("crosscoder", D, F, sites=["blocks.3.resid_post", "blocks.6.resid_post"])
     assert crosscoder.n_sources == crosscoder.n_sites == 2 and crosscoder.sites[1] == "blocks.6.resid_post"
     assert crosscoder.options["l1_coeff"] == 5.0 and not crosscoder.unit_norm_decoder
-    assert not hasattr(crosscoder, "tokens_since_fired")  # relu: the trainer counts firing
     topk = make_dictionary("crosscoder", D, F, n_sources=3, activation="topk", k=4)
-    assert topk.unit_norm_decoder and topk.tokens_since_fired.shape == (F,)
+    assert topk.unit_norm_decoder and topk.options["aux_k"] == F // 2
     for options, match in [({}, "needs n_sources"), ({"n_sources": 3, "sites": ["a", "b"]}, "one site per source"),
                            ({"n_sources": 2, "activation": "gelu"}, "activation='gelu' is invalid"),
                            ({"n_sources": 2, "k": 4}, "pass activation='topk'"),
@@ -88,7 +87,6 @@ def test_options_sites_and_errors():
 @pytest.mark.parametrize("case", list(CASES))
 def test_save_load_round_trip(case, tmp_path):
     crosscoder = _crosscoder(case, sites=["model_a/blocks.6", "model_b/blocks.6"])
-    crosscoder.loss(_data())  # topk: fills the firing counter
     folder = save_dictionary(crosscoder.eval(), tmp_path / "xc")
     assert read_config(folder).options["sites"] == ["model_a/blocks.6", "model_b/blocks.6"]
     loaded = load_dictionary_native(folder)
@@ -139,7 +137,7 @@ def test_init_b_dec_per_source_and_decoder_constraints():
 
 # ----- the fast paths against the textbook computation -------------------------------------------
 
-def _reference(crosscoder, x, scale):
+def _reference(crosscoder, x, scale, dead):
     """(loss, codes, recon) written out per source with dense tensors."""
     pre = sum((x[:, s] - crosscoder.b_dec[s]) @ crosscoder.W_enc[s] for s in range(S)) + crosscoder.b_enc
     if crosscoder.options["activation"] == "relu":
@@ -152,9 +150,9 @@ def _reference(crosscoder, x, scale):
     if crosscoder.options["activation"] == "relu":
         norms = sum(crosscoder.W_dec[:, s].norm(dim=1) for s in range(S))
         loss = loss + crosscoder.options["l1_coeff"] * scale * (codes * norms).sum(-1).mean()
-    elif crosscoder.dead_latents().any():
-        k = min(crosscoder.options["aux_k"], int(crosscoder.dead_latents().sum()))
-        values, indices = pre.masked_fill(~crosscoder.dead_latents(), float("-inf")).topk(k, dim=-1)
+    elif dead is not None and dead.any():
+        k = min(crosscoder.options["aux_k"], int(dead.sum()))
+        values, indices = pre.masked_fill(~dead, float("-inf")).topk(k, dim=-1)
         aux_codes = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
         residual = (x - recon).detach().flatten(1)
         loss = loss + crosscoder.options["aux_coeff"] * reconstruction_mse(aux_codes @ crosscoder.W_dec.flatten(1),
@@ -168,16 +166,14 @@ def test_loss_and_gradients_match_the_reference(case, density):
     crosscoder = _crosscoder("topk" if case.startswith("topk") else "relu", dtype=torch.float64)
     if density is not None:
         crosscoder.max_sparse_density = density  # 0: dense path, 1: sparse path
-    if case == "topk-dead":
-        with torch.no_grad():
-            crosscoder.tokens_since_fired.fill_(1000)
+    dead = torch.arange(crosscoder.d_sae) % 2 == 0 if case == "topk-dead" else None  # half the latents
     crosscoder.fast_path = case != "plain"
     x = _data(dtype=torch.float64)
-    out = crosscoder.loss(x, sparsity_scale=0.6)
+    out = crosscoder.loss(x, None, StepInput(sparsity_scale=0.6, dead_F=dead))
     crosscoder.zero_grad()
     out.loss.backward()
     fast = {name: p.grad.clone() for name, p in crosscoder.named_parameters()}
-    loss, codes, recon = _reference(crosscoder, x, 0.6)
+    loss, codes, recon = _reference(crosscoder, x, 0.6, dead)
     crosscoder.zero_grad()
     loss.backward()
     tol = {"rtol": 1e-6, "atol": 1e-8}  # float64 but for reconstruction_mse's float32
@@ -186,7 +182,7 @@ def test_loss_and_gradients_match_the_reference(case, density):
     torch.testing.assert_close(out.recon, recon, **tol)
     for name, p in crosscoder.named_parameters():
         torch.testing.assert_close(fast[name], p.grad, **tol, msg=name)
-    assert (float(out.aux.detach()) > 0) == (case == "topk-dead")
+    assert (float(out.terms["aux"].detach()) > 0) == (case == "topk-dead")
 
 
 # ----- synthetic ground truth: shared and source-0-only features ---------------------------------

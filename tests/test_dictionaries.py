@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monosemantic.dictionaries import (
-    ARCHITECTURES, DictionaryConfig, geometric_median, load_dictionary_native, make_dictionary, save_dictionary)
+    ARCHITECTURES, DictionaryConfig, StepInput, geometric_median, load_dictionary_native, make_dictionary,
+    save_dictionary)
 from monosemantic.dictionaries.ste import jumprelu, step
 from monosemantic.errors import MonosemanticError
 from conftest import torch_threads
@@ -21,9 +22,9 @@ D, F, N = 16, 32, 64
 ARCH_CASES = {
     "relu": ("relu", {}),
     "relu-weighted": ("relu", {"weight_l1_by_decoder_norm": True}),
-    "topk": ("topk", {"k": 4, "dead_after_tokens": 100}),
-    "batchtopk": ("batchtopk", {"k": 4, "dead_after_tokens": 100}),
-    "matryoshka": ("matryoshka", {"k": 4, "dead_after_tokens": 100}),
+    "topk": ("topk", {"k": 4}),
+    "batchtopk": ("batchtopk", {"k": 4}),
+    "matryoshka": ("matryoshka", {"k": 4}),
     "jumprelu": ("jumprelu", {"initial_threshold": 0.05}),
     "gated": ("gated", {}),
 }
@@ -65,7 +66,7 @@ def test_shapes_and_loss_terms(case):
     assert out.loss.ndim == 0 and out.codes.shape == (N, F) and out.recon.shape == (N, D)
     assert torch.allclose(out.mse, ((out.recon - x) ** 2).sum(-1).mean())
     if dictionary.arch != "matryoshka":
-        assert torch.allclose(out.loss, out.mse + out.sparsity + out.aux)
+        assert torch.allclose(out.loss, out.mse + out.terms["sparsity"] + out.terms["aux"])
     assert (codes >= 0).all() and (codes > 0).any()
 
 
@@ -90,13 +91,26 @@ def test_save_load_round_trip(case, tmp_path):
 
 def test_round_trip_keeps_learned_buffers(tmp_path):
     batch = _trained("batchtopk")
-    topk = _trained("topk")
-    topk.loss(_data(n=2))  # at most 8 of 32 latents fire in 2 rows
     assert float(batch.threshold) > 0
-    assert (topk.tokens_since_fired > 0).any()
-    for dictionary, name in ((batch, "threshold"), (topk, "tokens_since_fired")):
-        loaded = load_dictionary_native(save_dictionary(dictionary, tmp_path / name))
-        assert torch.equal(getattr(loaded, name), getattr(dictionary, name))
+    loaded = load_dictionary_native(save_dictionary(batch, tmp_path / "batch"))
+    assert torch.equal(loaded.threshold, batch.threshold)
+
+
+def test_saves_from_when_top_k_counted_its_own_firing_still_load(tmp_path):
+    # Until the trainer owned dead-latent tracking, top-k saves held a dead_after_tokens option
+    # and a tokens_since_fired buffer; both are dropped on load.
+    from safetensors.torch import load_file, save_file
+    topk = make_dictionary("topk", D, F, k=4)
+    folder = save_dictionary(topk, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    config["options"]["dead_after_tokens"] = 10_000_000
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = load_file(folder / "weights.safetensors")
+    save_file({**tensors, "tokens_since_fired": torch.zeros(F, dtype=torch.int64)}, folder / "weights.safetensors")
+    loaded = load_dictionary_native(folder)
+    assert "dead_after_tokens" not in loaded.options and "tokens_since_fired" not in loaded.state_dict()
+    x = _data()
+    assert torch.equal(loaded.encode(x), topk.encode(x))
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -171,13 +185,13 @@ def test_sparsity_penalties_follow_their_formulas():
         dictionary = _trained(case)
         with torch.no_grad():
             dictionary.W_dec.mul_(torch.linspace(0.5, 2.0, F)[:, None])  # rows of unequal norm
-        out = dictionary.loss(x, sparsity_scale=0.5)
+        out = dictionary.loss(x, None, StepInput(sparsity_scale=0.5))
         if case == "jumprelu":
             expected = dictionary.options["l0_coeff"] * 0.5 * (out.codes > 0).sum(-1).float().mean()
         else:
             weights = dictionary.W_dec.norm(dim=1) if case == "relu-weighted" else torch.ones(F)
             expected = dictionary.options["l1_coeff"] * 0.5 * (out.codes * weights).sum(-1).mean()
-        assert torch.allclose(out.sparsity, expected), case
+        assert torch.allclose(out.terms["sparsity"], expected), case
 
 
 def test_gated_paths_penalty_and_frozen_decoder_aux():
@@ -189,14 +203,14 @@ def test_gated_paths_penalty_and_frozen_decoder_aux():
     shared = (x - dictionary.b_dec) @ dictionary.W_enc
     gate = shared + dictionary.b_gate
     magnitude = torch.relu(shared * dictionary.r_mag.exp() + dictionary.b_mag)
-    out = dictionary.loss(x, sparsity_scale=0.25)
+    out = dictionary.loss(x, None, StepInput(sparsity_scale=0.25))
     assert torch.allclose(out.codes, (gate > 0) * magnitude)
     norms = dictionary.W_dec.norm(dim=1)
-    assert torch.allclose(out.sparsity, 5.0 * 0.25 * (torch.relu(gate) * norms).sum(-1).mean())
+    assert torch.allclose(out.terms["sparsity"], 5.0 * 0.25 * (torch.relu(gate) * norms).sum(-1).mean())
     gate_recon = torch.relu(gate) @ dictionary.W_dec + dictionary.b_dec
-    assert torch.allclose(out.aux, ((gate_recon - x) ** 2).sum(-1).mean())
+    assert torch.allclose(out.terms["aux"], ((gate_recon - x) ** 2).sum(-1).mean())
     dictionary.zero_grad()
-    out.aux.backward()
+    out.terms["aux"].backward()
     # zero_grad sets grads to None: a parameter outside the aux term's graph keeps None.
     assert dictionary.W_dec.grad is None and dictionary.b_mag.grad is None
     assert dictionary.W_enc.grad.abs().sum() > 0 and dictionary.b_gate.grad.abs().sum() > 0
@@ -227,36 +241,34 @@ def test_topk_sparse_paths_equal_dense_paths():
 
 
 def test_topk_aux_loss_reaches_only_dead_latents():
-    dictionary = make_dictionary("topk", D, F, k=2, dead_after_tokens=500)
+    dictionary = make_dictionary("topk", D, F, k=2)
     x = _data()
-    assert dictionary.loss(x).aux.item() == 0  # 64 rows seen: nobody is dead yet
+    dead = torch.zeros(F, dtype=torch.bool)
+    dead[:8] = True  # latents 0..7 dead, as the trainer says
+    step = StepInput(dead_F=dead)
+    assert dictionary.loss(x).terms["aux"].item() == 0  # no dead mask: no aux term
+    assert dictionary.loss(x, None, StepInput(dead_F=torch.zeros(F, dtype=torch.bool))).terms["aux"].item() == 0
     with torch.no_grad():
-        dictionary.tokens_since_fired.fill_(0)
-        dictionary.tokens_since_fired[:8] = 1000  # latents 0..7 dead
         dictionary.W_enc[:, :8] *= 0.01  # and they stay dead: too weak to reach any row's top 2
     dictionary.eval()
-    assert dictionary.loss(x).aux.item() == 0  # no aux loss outside training
+    assert dictionary.loss(x, None, step).terms["aux"].item() == 0  # no aux loss outside training
     dictionary.train()
-    out = dictionary.loss(x)
-    dead = dictionary.dead_latents()
-    assert out.aux.item() > 0
+    out = dictionary.loss(x, None, step)
+    assert out.terms["aux"].item() > 0
     # aux_k = 16 > 8 dead latents, so all dead latents with positive pre-activations take part.
     with torch.no_grad():
         dead_codes = torch.relu(dictionary.pre_acts(x)) * dead
         residual = x - out.recon
         expected = ((dead_codes @ dictionary.W_dec - residual) ** 2).sum(-1).mean() / 32
-    assert torch.allclose(out.aux, expected)
+    assert torch.allclose(out.terms["aux"], expected)
     dictionary.zero_grad()
-    out.aux.backward()
+    out.terms["aux"].backward()
     enc_grad = dictionary.W_enc.grad.abs().sum(0)
     assert (enc_grad[dead] > 0).any() and (enc_grad[~dead] == 0).all()
-    fired = (out.codes > 0).any(0)
-    assert (dictionary.tokens_since_fired[fired] == 0).all()
     with torch.no_grad():
         dictionary.b_enc[:8] = -100.0  # dead latents with negative pre-activations cannot help
-    out = dictionary.loss(x)
-    assert dictionary.dead_latents()[:8].all()
-    assert torch.allclose(out.aux, ((x - out.recon) ** 2).sum(-1).mean() / 32)
+    out = dictionary.loss(x, None, step)
+    assert torch.allclose(out.terms["aux"], ((x - out.recon) ** 2).sum(-1).mean() / 32)
 
 
 def test_jumprelu_step_gradient_is_the_rectangle_estimate():
@@ -285,7 +297,7 @@ def test_jumprelu_threshold_learns_from_l0_near_threshold():
     out = dictionary.loss(x)
     pre = dictionary.pre_acts(x)
     assert torch.equal(out.codes, pre * (pre > dictionary.threshold))
-    out.sparsity.backward()
+    out.terms["sparsity"].backward()
     grad = dictionary.log_threshold.grad
     assert near.sum() > 3 and (grad[near] < 0).all()
 
@@ -295,8 +307,6 @@ def test_float32_thresholds_survive_dtype_changes():
     batch = make_dictionary("batchtopk", D, F, k=4).to(torch.float16)
     assert jump.W_enc.dtype == torch.bfloat16 and jump.log_threshold.dtype == torch.float32
     assert batch.W_enc.dtype == torch.float16 and batch.threshold.dtype == torch.float32
-    topk = make_dictionary("topk", D, F, k=4).double()
-    assert topk.tokens_since_fired.dtype == torch.int64
     codes = jump.encode(_data())
     assert codes.dtype == torch.bfloat16 and codes.shape == (N, F)
 
@@ -456,7 +466,7 @@ def test_bad_inputs_are_explained():
     with pytest.raises(MonosemanticError, match=r"\[rows, 16\]"):
         dictionary.encode(torch.randn(2, 3, D))
     with pytest.raises(MonosemanticError, match="sparsity_scale"):
-        dictionary.loss(_data(), sparsity_scale=2.0)
+        dictionary.loss(_data(), None, StepInput(sparsity_scale=2.0))
     with pytest.raises(MonosemanticError, match="JSON"):
         make_dictionary("relu", D, F, l1_coeff=torch.tensor(1.0))
 

@@ -128,7 +128,7 @@ def test_crosscoder_rows_are_one_token_each(llama):
     assert result.mse == pytest.approx(float((recon - x.double()).pow(2).sum((1, 2)).mean()), rel=1e-6)
     by_sites = evaluate_reconstruction(crosscoder, {"s0": x[:, 0], "s1": x[:, 1]})
     assert by_sites.mse == pytest.approx(result.mse, rel=1e-9)
-    with pytest.raises(MonosemanticError, match="crosscoders"):
+    with pytest.raises(MonosemanticError, match="splice evaluation handles single-site dictionaries only"):
         evaluate_splice(llama, crosscoder, torch.zeros(1, 4, dtype=torch.long))
 
 

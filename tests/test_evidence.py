@@ -19,7 +19,7 @@ from monosemantic.cli import app
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import (probe_tasks, read_labels, resolve_corpus, select_tasks, task_windows,
                                      training_record)
-from monosemantic.evaluation.autointerp import AutointerpResult, LatentScore, judge_check
+from monosemantic.autointerp import AutointerpResult, LatentScore, judge_check
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -280,7 +280,7 @@ def test_suite_reports_intervals_over_seeds_and_the_verdict_follows_them(tiny_mo
 
 
 def test_the_offline_judge_states_and_applies_a_context(smol_tokenizer):
-    from monosemantic.evaluation.autointerp import OfflineExplainer, OfflineSimulator
+    from monosemantic.autointerp import OfflineExplainer, OfflineSimulator
     from monosemantic.features.data import Example
 
     token_str = smol_tokenizer.decode

@@ -11,8 +11,9 @@ import copy
 import pytest
 import torch
 
-from monosemantic.dictionaries import make_dictionary, reconstruction_mse, sparse_ops
-from monosemantic.dictionaries.fast_relu import code_density
+from monosemantic.dictionaries import StepInput, make_dictionary, reconstruction_mse
+from monosemantic.kernels import sparse as sparse_ops
+from monosemantic.kernels.relu import code_density
 
 D, F, N = 16, 128, 64
 # float64 parameters; reconstruction_mse works in float32, so recon-driven terms carry float32 rounding.
@@ -147,12 +148,12 @@ def test_relu_fast_path_matches_dense_reference(case, path):
     dictionary.max_sparse_density = 1.0 if path == "sparse" else 0.0
     x = _data().requires_grad_()  # the input's gradient is checked too
     target = _data(d=dictionary.d_out, seed=2) if "d_out" in shape else None
-    out = dictionary.loss(x, target, sparsity_scale=0.7)
+    out = dictionary.loss(x, target, StepInput(sparsity_scale=0.7))
     # Backpropagating through the codes as well exercises the codes' own gradient.
     fast = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
     loss, mse, sparsity, codes, recon = _relu_reference(dictionary, x, x if target is None else target, 0.7)
     reference = _grads(dictionary, loss + 0.01 * codes.pow(2).sum(), x)
-    for got, want in ((out.loss, loss), (out.mse, mse), (out.sparsity, sparsity), (out.codes, codes),
+    for got, want in ((out.loss, loss), (out.mse, mse), (out.terms["sparsity"], sparsity), (out.codes, codes),
                       (out.recon, recon)):
         torch.testing.assert_close(got, want, **TOL)
     _assert_same_grads(fast, reference)
@@ -166,7 +167,7 @@ def test_relu_paths_agree_in_float32_and_without_sparsity_gradient():
     results = []
     for density, fast in ((1.0, True), (0.0, True), (0.0, False)):
         dictionary.max_sparse_density, dictionary.fast_path = density, fast
-        out = dictionary.loss(x, sparsity_scale=0.0)
+        out = dictionary.loss(x, None, StepInput(sparsity_scale=0.0))
         results.append((out.loss.detach(), _grads(dictionary, out.loss)))
     for loss, grads in results[:2]:
         torch.testing.assert_close(loss, results[2][0])
@@ -175,16 +176,15 @@ def test_relu_paths_agree_in_float32_and_without_sparsity_gradient():
 
 # ----- topk ----------------------------------------------------------------------------------
 
-def _topk_reference(dictionary, x, target):
-    """Dense top-k and AuxK, with the dead latents as they are after the fast loss recorded firing."""
+def _topk_reference(dictionary, x, target, dead):
+    """Dense top-k and AuxK over the ``dead`` latents (boolean [F] or None)."""
     pre = _encoder_input(dictionary, x) @ dictionary.W_enc + dictionary.b_enc
     values, indices = pre.topk(dictionary.options["k"], dim=-1)
     codes = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
     recon = _decode(dictionary, codes, x)
     mse = _mse(recon, target)
-    dead = dictionary.dead_latents()
     aux = torch.zeros((), dtype=pre.dtype)
-    if dead.any():
+    if dead is not None and dead.any():
         k_aux = min(dictionary.options["aux_k"], int(dead.sum()))
         aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1)
         aux_codes = torch.zeros_like(pre).scatter(-1, aux_indices, torch.relu(aux_values))
@@ -197,36 +197,34 @@ def _topk_reference(dictionary, x, target):
 def test_topk_fast_path_matches_dense_reference(dead, shape):
     torch.manual_seed(0)
     # 512 latents: wide enough for top_indices' block pre-selection (the path used at real sizes).
-    dictionary = _perturbed(make_dictionary("topk", D, 512, k=4, aux_k=8, dead_after_tokens=100,
-                                            dtype=torch.float64, **shape))
-    if dead:
-        with torch.no_grad():
-            dictionary.tokens_since_fired.fill_(1000)  # all but this batch's latents are dead
+    dictionary = _perturbed(make_dictionary("topk", D, 512, k=4, aux_k=8, dtype=torch.float64, **shape))
+    dead_F = torch.arange(512) % 3 == 0 if dead else None  # a third of the latents, as the trainer would say
     x = _data().requires_grad_()
     target = _data(d=dictionary.d_out, seed=2) if shape else x
-    out = dictionary.loss(x, target if shape else None)
+    out = dictionary.loss(x, target if shape else None, StepInput(dead_F=dead_F))
     fast = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
-    assert int(dictionary.dead_latents().sum()) > (100 if dead else -1)
-    loss, mse, aux, codes, recon = _topk_reference(dictionary, x, target)
+    loss, mse, aux, codes, recon = _topk_reference(dictionary, x, target, dead_F)
     reference = _grads(dictionary, loss + 0.01 * codes.pow(2).sum(), x)
-    for got, want in ((out.loss, loss), (out.mse, mse), (out.aux, aux), (out.codes, codes), (out.recon, recon)):
+    for got, want in ((out.loss, loss), (out.mse, mse), (out.terms["aux"], aux), (out.codes, codes), (out.recon, recon)):
         torch.testing.assert_close(got, want.to(got.dtype), **TOL)
-    assert (out.aux > 0) == dead
+    assert (out.terms["aux"] > 0) == dead
     _assert_same_grads(fast, reference)
 
 
-def test_topk_fast_and_plain_paths_record_the_same_firing():
+def test_topk_fast_and_plain_paths_report_the_same_firing():
     torch.manual_seed(0)
-    fast = make_dictionary("topk", D, F, k=4, dead_after_tokens=100)
+    fast = make_dictionary("topk", D, F, k=4)
     plain = copy.deepcopy(fast)
     plain.fast_path = False
+    sparse = StepInput(dense_codes=False)
     for seed in range(3):
         x = _data(seed=seed, dtype=torch.float32)
-        out_fast, out_plain = fast.loss(x), plain.loss(x)
+        out_fast, out_plain = fast.loss(x, None, sparse), plain.loss(x, None, sparse)
         torch.testing.assert_close(out_fast.loss, out_plain.loss)
-        assert torch.equal(out_fast.codes > 0, out_plain.codes > 0)
-        assert torch.equal(fast.tokens_since_fired, plain.tokens_since_fired)
-    assert (fast.tokens_since_fired > 0).any() and (fast.tokens_since_fired == 0).any()
+        assert out_fast.codes is None and out_plain.codes is None
+        fired = out_fast.fired(F)
+        assert torch.equal(fired, out_plain.fired(F)) and fired.any() and not fired.all()
+        assert torch.equal(fired, (fast.encode(x) > 0).any(0))
 
 
 def test_fast_paths_stay_off_where_they_do_not_apply():
@@ -240,7 +238,7 @@ def test_fast_paths_stay_off_where_they_do_not_apply():
 
 @pytest.mark.parametrize("f, k", [(512, 8), (4608, 32), (256, 4), (100, 4), (128, 32)])
 def test_top_indices_selects_the_k_largest(f, k):
-    from monosemantic.dictionaries.fast_topk import top_indices
+    from monosemantic.kernels.topk import top_indices
     g = torch.Generator().manual_seed(f + k)
     pre = torch.randn(50, f, generator=g)
     pre[0, : 4 * k] += 10.0  # the top k crowded into few blocks
@@ -252,7 +250,7 @@ def test_top_indices_selects_the_k_largest(f, k):
 
 
 def test_scratch_reuses_memory_only_once_nothing_refers_to_it():
-    from monosemantic.dictionaries import scratch
+    from monosemantic.kernels import scratch
     scratch.release()
     shape = (1024, 4096)  # 16 MB in float32: large enough to be pooled
     first = scratch.empty(shape, torch.float32)
@@ -307,11 +305,52 @@ def test_loss_can_return_sparse_codes_instead_of_dense(fast):
     d.fast_path = fast
     x_ND = torch.randn(32, 16)
     dense = d.loss(x_ND)
-    sparse = d.loss(x_ND, dense_codes=False)
+    sparse = d.loss(x_ND, None, StepInput(dense_codes=False))
     assert sparse.codes is None and sparse.sparse.indices.shape == (32, 4)
     rebuilt_NF = torch.zeros(32, 64).scatter(1, sparse.sparse.indices, sparse.sparse.values)
     torch.testing.assert_close(rebuilt_NF, dense.codes)
     torch.testing.assert_close(sparse.loss, dense.loss)
     # Architectures without a sparse form keep dense codes.
     relu = make_dictionary("relu", 16, 64).train()
-    assert relu.loss(x_ND, dense_codes=False).codes.shape == (32, 64)
+    assert relu.loss(x_ND, None, StepInput(dense_codes=False)).codes.shape == (32, 64)
+
+
+def test_scratch_falls_back_to_fresh_memory_without_torchs_use_count(monkeypatch):
+    # The pool relies on a private torch call; where a torch lacks it, tensors must come fresh
+    # (never a block that something may still hold) and training must still run.
+    from monosemantic.kernels import scratch
+    scratch.release()
+    monkeypatch.setattr(scratch, "_use_count", None)
+    shape = (1024, 4096)
+    held = scratch.empty(shape, torch.float32)
+    held.fill_(1.0)
+    again = scratch.empty(shape, torch.float32)
+    assert again.data_ptr() != held.data_ptr()
+    assert scratch._blocks == []  # nothing pooled
+    d = make_dictionary("topk", 16, 64, k=4)
+    out = d.loss(torch.randn(32, 16, generator=torch.Generator().manual_seed(0)))
+    out.loss.backward()
+    assert torch.isfinite(d.W_enc.grad).all()
+
+
+def test_use_count_sees_whether_a_storage_is_shared():
+    from monosemantic.kernels import scratch
+    if scratch._use_count is None:
+        pytest.fail("this torch lacks _storage_Use_Count: the scratch pool falls back to fresh memory; "
+                    "check the fallback is intended for this torch version")
+    storage = torch.empty(16).untyped_storage()
+    alone = scratch._use_count(storage)
+    view = torch.empty(0).set_(storage)
+    assert scratch._use_count(storage) == alone + 1
+    del view
+    assert scratch._use_count(storage) == alone
+
+
+@pytest.mark.parametrize("arch,options", [("relu", {}), ("topk", {"k": 4}), ("batchtopk", {"k": 4}),
+                                          ("jumprelu", {}), ("gated", {}), ("matryoshka", {"k": 4})])
+@pytest.mark.parametrize("d_out", [None, 24])
+def test_encoder_is_created_f_major_and_separate_from_the_decoder(arch, options, d_out):
+    # The fast Adam updates W_enc [D, F] through its contiguous transpose; that needs this layout.
+    d = make_dictionary(arch, 16, 64, d_out=d_out, **options)
+    assert d.W_enc.shape == (16, 64) and d.W_enc.stride() == (1, 16)
+    assert d.W_enc.untyped_storage().data_ptr() != d.W_dec.untyped_storage().data_ptr()

@@ -20,14 +20,13 @@ from monosemantic.features import (
     analyze_features,
     dictionary_fingerprint,
     prompt_view,
-    render_html,
     render_terminal,
-    token_spans_html,
     write_explanations,
 )
 from monosemantic.features.counting import InputTokenCounter
 from monosemantic.features.reservoir import Reservoir
 from monosemantic.models import load_model
+from monosemantic.viz import prompt_html, token_spans_html
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -327,7 +326,7 @@ def test_prompt_view_ranks_features_and_neurons_like_brute_force(llama, sae):
 
 def test_prompt_html_escapes_tokens_and_carries_exact_activations(llama, sae):
     view = prompt_view(llama, sae, PROMPT, top_n=3)
-    page = render_html(view)
+    page = prompt_html(view)
     assert "<script>" not in page and "&lt;script&gt;" in page and "&amp; more" in page
     row = view.features[0]
     spans = token_spans_html(view.tokens, row.acts, max(abs(a) for a in row.acts), latent=row.index)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from monosemantic.errors import MonosemanticError
-from monosemantic.formats import detect_format, load_dictionary, save_dictionary_as
+from monosemantic.formats import WRITABLE, detect_format, load_dictionary, save_dictionary_as
 
 ROOT = Path(__file__).parent / "fixtures" / "formats"
 FIXTURES = sorted(p.parent.relative_to(ROOT).as_posix() for p in ROOT.rglob("expected.safetensors"))
@@ -75,23 +75,76 @@ def test_fixture_gives_the_library_outputs(name):
     torch.testing.assert_close(recon, expected["recon"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["saelens/skip_transcoder", "dictionary_learning/MatryoshkaBatchTopKSAE",
-                                  "sparsify/run/layers.2.mlp", "saelens/standard_layer_norm"])
-def test_fixture_converted_to_every_format_that_holds_it_still_matches(tmp_path, name):
+TOPK_ONLY = "sparsify stores top-k dictionaries only"
+AUTOENCODERS_ONLY = "dictionary_learning stores autoencoders only"
+NO_TOPK_TRANSCODER = "SAELens has no topk transcoder"
+
+
+def _no_norm(fmt: str) -> str:
+    return f"{fmt} has no input normalisation"
+
+
+# fixture -> {writable format: the reason it refuses the fixture}; every format not named must hold it exactly.
+REFUSED = {
+    "dictionary_learning/AutoEncoder": {"sparsify": TOPK_ONLY},
+    "dictionary_learning/AutoEncoderNew": {"sparsify": TOPK_ONLY},
+    "dictionary_learning/AutoEncoderTopK": {},
+    "dictionary_learning/BatchTopKSAE": {"sparsify": TOPK_ONLY},
+    "dictionary_learning/GatedAutoEncoder": {"sparsify": TOPK_ONLY},
+    "dictionary_learning/JumpReluAutoEncoder": {"sparsify": TOPK_ONLY},
+    "dictionary_learning/MatryoshkaBatchTopKSAE": {"sparsify": TOPK_ONLY},
+    "openai/relu": {"sparsify": TOPK_ONLY},
+    "openai/topk": {"dictionary_learning": _no_norm("dictionary_learning"), "sparsify": _no_norm("sparsify")},
+    "saelens/batchtopk": {"sparsify": TOPK_ONLY},
+    "saelens/gated": {"sparsify": TOPK_ONLY},
+    "saelens/jumprelu": {"sparsify": TOPK_ONLY},
+    "saelens/jumprelu_transcoder": {"dictionary_learning": AUTOENCODERS_ONLY, "sparsify": TOPK_ONLY},
+    "saelens/matryoshka_batchtopk": {"sparsify": TOPK_ONLY},
+    "saelens/skip_transcoder": {"dictionary_learning": AUTOENCODERS_ONLY, "sparsify": TOPK_ONLY},
+    "saelens/standard": {"sparsify": TOPK_ONLY},
+    "saelens/standard_layer_norm": {"dictionary_learning": _no_norm("dictionary_learning"), "sparsify": TOPK_ONLY},
+    "saelens/standard_uncentred": {"sparsify": TOPK_ONLY},
+    "saelens/topk": {},
+    "saelens/topk_rescaled": {"dictionary_learning": _no_norm("dictionary_learning"), "sparsify": _no_norm("sparsify")},
+    "saelens/transcoder": {"dictionary_learning": AUTOENCODERS_ONLY, "sparsify": TOPK_ONLY},
+    "saelens/v5_standard": {"sparsify": TOPK_ONLY},
+    "saelens/v5_topk_kwargs": {},
+    "sparsify/run/layers.1": {},
+    "sparsify/run/layers.1.mlp": {"saelens": NO_TOPK_TRANSCODER, "dictionary_learning": AUTOENCODERS_ONLY},
+    "sparsify/run/layers.2.mlp": {"saelens": NO_TOPK_TRANSCODER, "dictionary_learning": AUTOENCODERS_ONLY},
+}
+
+
+def test_every_fixture_has_its_conversions_listed():
+    assert sorted(REFUSED) == FIXTURES
+    assert all(set(refused) <= set(WRITABLE) for refused in REFUSED.values())
+
+
+@pytest.mark.parametrize("fmt", WRITABLE)
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_converts_exactly_or_is_refused_for_the_expected_reason(tmp_path, name, fmt):
     expected = load_file(ROOT / name / "expected.safetensors")
-    dictionary = load_dictionary(ROOT / name)
-    converted = 0
-    for fmt in ("native", "saelens", "dictionary_learning", "sparsify"):
-        try:
-            save_dictionary_as(dictionary, tmp_path / fmt, to=fmt)
-        except MonosemanticError:
-            continue
-        converted += 1
-        again = load_dictionary(tmp_path / fmt)
-        codes = again.encode(expected["x"])
-        torch.testing.assert_close(codes, expected["codes"], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(again.decode(codes, expected["x"]), expected["recon"], rtol=1e-5, atol=1e-5)
-    assert converted >= 2
+    source = ROOT / name
+    if EXPECTED[name][0] == "openai":
+        (source,) = source.rglob("*.pt")
+    dictionary = load_dictionary(source)
+    folder = tmp_path / fmt
+    if fmt in REFUSED[name]:
+        with pytest.raises(MonosemanticError, match=REFUSED[name][fmt]):
+            save_dictionary_as(dictionary, folder, to=fmt)
+        assert not folder.exists()
+        return
+    save_dictionary_as(dictionary, folder, to=fmt)
+    assert detect_format(folder) == fmt
+    again = load_dictionary(folder)
+    x = expected["x"]
+    with torch.no_grad():
+        codes = again.encode(x)
+        recon = again.decode(codes, x)
+    torch.testing.assert_close(codes, expected["codes"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(recon, expected["recon"], rtol=1e-5, atol=1e-5)
+    if fmt != "sparsify":  # sparsify names sites by the folder, here "sparsify"
+        assert (again.config.site_in, again.config.model) == (dictionary.config.site_in, dictionary.config.model)
 
 
 def test_sparsify_run_folder_needs_a_hookpoint():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from monosemantic.dictionaries import make_dictionary
-from monosemantic.training.optimizer import Adam, moments
+from monosemantic.kernels.adam import Adam, moments
 
 
 def _pair(shape, transposed: bool, seed: int = 0):

@@ -17,8 +17,10 @@ from monosemantic.interventions import (
     decoder_promoted_tokens,
     generate_steered,
     plot_steering_curve,
+    steer_prompt,
     steering,
     steering_curve,
+    typical_norm,
 )
 from monosemantic.models import load_model
 
@@ -101,7 +103,7 @@ def test_crosscoder_steers_each_source_with_its_slice(lm, ids):
     assert list(added) == sites
     torch.testing.assert_close(steered[sites[0]], expected[sites[0]], rtol=0, atol=1e-6)
     torch.testing.assert_close(steered[sites[1]], expected[sites[1]] + 2.0 * W_dec[5, 1], rtol=0, atol=1e-5)
-    with pytest.raises(MonosemanticError, match="all its source sites"), steering(lm, crosscoder, 5, 2.0, site=sites[0]):
+    with pytest.raises(MonosemanticError, match="steers at all its sites at once"), steering(lm, crosscoder, 5, 2.0, site=sites[0]):
         pass
 
 
@@ -189,6 +191,29 @@ def test_steering_curve_promotes_the_constructed_token(sharp_lm, tmp_path):
     png = plot_steering_curve(curve, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert curve.to_dict()["points"][0]["multiple"] == 0.0
+
+
+def test_steer_prompt_is_its_parts_put_together(lm, tmp_path):
+    sae = _sae()
+    windows_WS = corpus_windows(lm.tokenizer, n_windows=2, context_length=16)
+    shown = steer_prompt(lm, sae, 3, PROMPT, 50.0, max_new_tokens=8, curve=[0, 50], windows_WS=windows_WS,
+                         plot=tmp_path / "curve.png", progress=False)
+    assert shown.clean == generate_steered(lm, sae, 3, 0.0, PROMPT, max_new_tokens=8)
+    assert shown.steered == generate_steered(lm, sae, 3, 50.0, PROMPT, max_new_tokens=8) != shown.clean
+    assert shown.norm is None and (shown.latent, shown.multiple) == (3, 50.0)
+    curve = steering_curve(lm, sae, 3, [0.0, 50.0], windows_WS, progress=False)
+    assert shown.curve.to_dict() == curve.to_dict()
+    assert shown.plot == str(tmp_path / "curve.png") and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    relative = steer_prompt(lm, sae, 3, PROMPT, 0.5, max_new_tokens=8, relative=True, windows_WS=windows_WS)
+    norm = typical_norm(lm, SITE, windows_WS)
+    assert relative.norm == pytest.approx(norm) and relative.curve is None and relative.plot is None
+    assert relative.steered == generate_steered(lm, sae, 3, 0.5, PROMPT, max_new_tokens=8, norm=norm)
+    for kwargs, message in [({"curve": [0, 1]}, "pass windows_WS"), ({"relative": True}, "pass windows_WS"),
+                            ({"plot": tmp_path / "x.png", "windows_WS": windows_WS}, "pass curve=")]:
+        with pytest.raises(MonosemanticError, match=message):
+            steer_prompt(lm, sae, 3, PROMPT, **kwargs)
+    with pytest.raises(MonosemanticError, match="numbered 0 to 31"):
+        steer_prompt(lm, sae, 32, PROMPT)
 
 
 def test_steer_cli_prints_clean_and_steered(lm, tiny_model_dir, tmp_path):

@@ -26,7 +26,7 @@ from monosemantic.training import (LiveSource, StoreSource, TensorSource, TrainC
                                    read_metrics, sweep, sweep_from_store, sweep_specs, train_from_store)
 from monosemantic.training.layout import Batch, Layout, check_batch
 from monosemantic.training.resample import resample_dead_
-from monosemantic.training.distributed import SingleProcess
+from monosemantic.processes import SingleProcess
 from monosemantic.training.schedules import lr_factor, sparsity_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,7 +136,7 @@ def test_crosscoder_trains_on_stacked_sources_with_one_scale_per_source(tmp_path
         raw = saved(x_NSD[:256]).recon
         trained = trainer.dictionaries["cc"].eval()(x_NSD[:256] * torch.tensor(scales)[:, None]).recon
     torch.testing.assert_close(raw, trained / torch.tensor(scales)[:, None], rtol=1e-4, atol=1e-4)
-    with pytest.raises(MonosemanticError, match="resampling supports"):
+    with pytest.raises(MonosemanticError, match="resampling .* handles single-site dictionaries only"):
         Trainer(make_dictionary("crosscoder", 16, 96, n_sources=2), config(resample_every=10)).fit(
             TensorSource(x_NSD))
 
@@ -163,7 +163,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 
 
 def resume_setup():
-    """Dictionaries of three kinds (own firing counters, trainer's, batchtopk threshold) and resampling."""
+    """Dictionaries of three kinds (top-k with AuxK, relu, batchtopk with its threshold) and resampling."""
     x_ND, _ = sparse_data(4096, 16, 48)
     specs = sweep_specs("topk", expansions=[4], sparsities=[4])
     specs.update(sweep_specs("relu", expansions=[4], sparsities=[0.5]))
@@ -477,3 +477,33 @@ def test_resampling_reinitialises_dead_latents_toward_badly_reconstructed_rows()
     moments = optimizer.state[relu.W_dec]
     assert (moments["exp_avg"][dead_F] == 0).all() and (moments["exp_avg_sq"][dead_F] == 0).all()
     assert (moments["exp_avg_sq"][~dead_F] != 0).any()
+
+
+def test_one_dead_latent_window_resolved_against_the_run_length():
+    short = TrainConfig(total_tokens=1_000_000, batch_size=4096)
+    assert short.dead_window == 200_000  # a fifth of a short run
+    assert TrainConfig(total_tokens=500_000_000, batch_size=4096).dead_window == 10_000_000
+    resampled = TrainConfig(total_tokens=1_000_000, batch_size=4096, resample_every=20)
+    assert resampled.dead_window == 10 * 4096  # silent over the last half of a resampling interval
+    assert TrainConfig(total_tokens=1_000_000, batch_size=4096, dead_after_tokens=12_345).dead_window == 12_345
+    assert TrainConfig(total_tokens=1_000, batch_size=512).dead_window == 512  # at least one batch
+
+
+def test_auxk_acts_in_a_short_run_and_the_logged_dead_fraction_uses_the_same_window(tmp_path):
+    # Until the trainer owned the definition, AuxK waited for 10M rows, so it never acted in a
+    # short run. Latents 0..15 can never win a top-k slot here: once dead_window rows pass they
+    # are dead for AuxK (logged "aux" > 0) and for the dead fraction at the same step.
+    x_ND, _ = sparse_data(4096, 16, 48)
+    torch.manual_seed(0)
+    topk = make_dictionary("topk", 16, 64, k=2)
+    with torch.no_grad():
+        topk.W_enc[:, :16] *= 1e-4
+        topk.b_enc[:16] = -10.0
+    cfg = config(total_tokens=60 * 64, log_every=1, lr=1e-3)
+    Trainer({"topk": topk}, cfg, tmp_path).fit(TensorSource(x_ND), progress=False)
+    records = read_metrics(tmp_path)
+    window_steps = cfg.dead_window // cfg.batch_size
+    before = [r for r in records if r["step"] < window_steps]
+    after = [r for r in records if r["step"] > window_steps + 1]
+    assert all(r["aux"] == 0 and r["dead_fraction"] == 0 for r in before)
+    assert all(r["aux"] > 0 and r["dead_fraction"] >= 16 / 64 for r in after)

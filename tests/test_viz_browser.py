@@ -39,6 +39,10 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:  # a failure, never a skip: a run without the browser must not look green
+        pytest.fail(f"{' and '.join(missing)} not found: the browser tests need Debian's chromium and "
+                    "chromium-driver (apt-get install chromium chromium-driver, as .ci/run does)", pytrace=False)
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not try to download a driver
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

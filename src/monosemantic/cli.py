@@ -120,6 +120,21 @@ def store(
     _print_store(opened)
 
 
+@app.command()
+@_friendly
+def archs():
+    """List the dictionary architectures: what each is, its sparsity option and its options' defaults."""
+    from .dictionaries import ARCHITECTURES
+
+    for name, cls in sorted(ARCHITECTURES.items()):
+        if not cls.TRAINABLE:
+            continue
+        sparsity = cls.sparsity_option(cls.EXAMPLE)
+        typer.echo(f"{name}: {cls.SUMMARY}")
+        options = [f"{k} (required)" if k in cls.REQUIRED else f"{k}={v!r}" for k, v in cls.OPTIONS.items()]
+        typer.echo(f"    sweeps vary: {sparsity}; options (None: chosen from the rest): {', '.join(options)}")
+
+
 def _print_store(store) -> None:
     settings = store.manifest.settings
     typer.echo(f"store {store.path}: {len(store):,} rows, context {store.context_length}, "
@@ -170,7 +185,7 @@ def _numbers(text: str) -> list:
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="Activation store made by `monosemantic harvest`.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (rerun the same command to resume).")]
-ArchOpt = Annotated[str, typer.Option(help="Architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka, crosscoder.")]
+ArchOpt = Annotated[str, typer.Option(help="Architecture; `monosemantic archs` lists them with their options.")]
 SiteInOpt = Annotated[Optional[str], typer.Option("--site", help="Input site (default: the store's only site).")]
 SiteOutOpt = Annotated[Optional[str], typer.Option("--site-out", help="Output site: makes a transcoder.")]
 SitesOpt = Annotated[Optional[list[str]], typer.Option("--sites", help="Crosscoder sources; repeat.")]
@@ -447,14 +462,15 @@ def prompt(
     threads: ThreadsOpt = None,
 ):
     """Show a prompt's top features, token by token, beside the top raw neurons of the same site."""
-    from .features import prompt_view, render_html, render_terminal
+    from .features import prompt_view, render_terminal
+    from .viz import prompt_html
 
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
     view = prompt_view(lm, loaded, text, top_n=top, site=site)
     render_terminal(view)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(render_html(view), encoding="utf-8")
+        html.write_text(prompt_html(view), encoding="utf-8")
         typer.echo(f"html: {html}")
 
 
@@ -482,51 +498,24 @@ def steer(
     threads: ThreadsOpt = None,
 ):
     """Continue a prompt with and without a latent's direction added; optionally measure a steering curve."""
-    from .interventions import (
-        check_latent,
-        generate_steered,
-        plot_steering_curve,
-        steering_curve,
-        steering_vectors,
-        typical_norm,
-    )
+    from .interventions import check_latent, steer_prompt
 
     loaded = _load_dictionary(dictionary)
     check_latent(loaded, latent)  # before the model loads: a wrong index should fail fast
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads, loaded=loaded)
     windows_WS = _eval_corpus(dictionary, corpus, None, allow_trained).windows(lm.tokenizer, curve_windows) \
         if curve or relative else None
-    norm = typical_norm(lm, next(iter(steering_vectors(loaded, latent, site=site))), windows_WS) if relative else None
-    options = {"max_new_tokens": tokens, "greedy": not sample, "seed": seed, "site": site, "norm": norm}
-    clean = generate_steered(lm, loaded, latent, 0.0, text, **options)
-    steered = generate_steered(lm, loaded, latent, multiple, text, **options)
-    unit = f" x typical norm {norm:.3g}" if norm else ""
-    typer.echo(f"prompt: {text!r}\nclean:   {clean!r}\nsteered (latent {latent}, multiple {multiple:g}{unit}): "
-               f"{steered!r}")
-    if curve:
-        result = steering_curve(lm, loaded, latent, [float(m) for m in _numbers(curve)], windows_WS, site=site,
-                                norm=norm)
-        typer.echo(f"promoted tokens: {', '.join(repr(t) for t in result.promoted_text)}")
-        typer.echo(result.table())
-        if plot is not None:
-            typer.echo(f"plot: {plot_steering_curve(result, plot)}")
-
-
-def _autointerp_backends(llm_url: str | None, llm_model: str | None, llm_key_env: str | None, timeout: float):
-    from .evaluation.autointerp import (
-        LLMScorer,
-        OfflineExplainer,
-        OfflineSimulator,
-        OpenAIClient,
-        OpenAIExplainer,
-    )
-
-    if llm_url is None:
-        return OfflineExplainer(), OfflineSimulator()
-    if not llm_model:
-        raise MonosemanticError("--llm-url needs --llm-model (the model name the endpoint serves)")
-    client = OpenAIClient.from_env(llm_url, llm_model, llm_key_env, timeout=timeout)
-    return OpenAIExplainer(llm_url, llm_model, client=client), LLMScorer(llm_url, llm_model, client=client)
+    result = steer_prompt(lm, loaded, latent, text, multiple, max_new_tokens=tokens, greedy=not sample, seed=seed,
+                          site=site, relative=relative, curve=_numbers(curve) if curve else None,
+                          windows_WS=windows_WS, plot=plot)
+    unit = f" x typical norm {result.norm:.3g}" if result.norm else ""
+    typer.echo(f"prompt: {text!r}\nclean:   {result.clean!r}\nsteered (latent {latent}, multiple {multiple:g}{unit}): "
+               f"{result.steered!r}")
+    if result.curve is not None:
+        typer.echo(f"promoted tokens: {', '.join(repr(t) for t in result.curve.promoted_text)}")
+        typer.echo(result.curve.table())
+    if result.plot is not None:
+        typer.echo(f"plot: {result.plot}")
 
 
 @app.command()
@@ -548,14 +537,7 @@ def explain(
     report: Annotated[Path | None, typer.Option(help="Write the full results as JSON here.")] = None,
 ):
     """Explain latents and score the explanations (detection, fuzzing); writes explanations.json."""
-    from .evaluation.autointerp import (
-        autointerp,
-        compare_autointerp,
-        judge_check,
-        select_latents,
-        write_autointerp,
-    )
-    from .features import FeatureData
+    from .autointerp import backends, explain_folders
 
     folders = {"dictionary": features}
     for pair in compare or []:
@@ -563,28 +545,20 @@ def explain(
         if not sep or not name or not folder:
             raise MonosemanticError(f"--compare {pair!r} is not NAME=FOLDER (e.g. neurons=runs/neurons/features)")
         folders[name] = Path(folder)
-    explainer, scorer = _autointerp_backends(llm_url, llm_model, llm_key_env, llm_timeout)
-    results = {}
-    for name, folder in folders.items():
-        data = FeatureData.load(folder)
-        result = autointerp(data, select_latents(data, latents, seed=seed), explainer, scorer, seed=seed, name=name)
-        write_autointerp(folder, result)
-        results[name] = result
-        fallbacks = [s for s in result.latents if s.note and s.explanation_source != result.settings["explainer"]]
-        typer.echo(f"{name} ({folder}):\n{result.table()}")
-        if fallbacks:
+    explainer, scorer = backends(llm_url, llm_model, key_env=llm_key_env, timeout=llm_timeout)
+    run = explain_folders(folders, latents, explainer, scorer, seed=seed, trained="dictionary", report=report)
+    for name, result in run.results.items():
+        typer.echo(f"{name} ({run.folders[name]}):\n{result.table()}")
+        if fallbacks := result.fallbacks():
             typer.secho(f"warning: {len(fallbacks)} explanations fell back to offline: {fallbacks[0].note}",
                         fg="yellow", err=True)
-        typer.echo(f"explanations: {folder / 'explanations.json'}")
-    if len(results) > 1:
-        typer.echo(compare_autointerp(results).table())
-        controls = [name for name in results if name.startswith(("untrained", "random-model"))]
-        if controls:
-            typer.echo(judge_check(results, "dictionary", controls).message)
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps({name: r.to_dict() for name, r in results.items()}, indent=1))
-        typer.echo(f"report: {report}")
+        typer.echo(f"explanations: {run.folders[name] / 'explanations.json'}")
+    if run.comparison is not None:
+        typer.echo(run.comparison.table())
+    if run.judge is not None:
+        typer.echo(run.judge.message)
+    if run.report is not None:
+        typer.echo(f"report: {run.report}")
 
 
 @app.command()
@@ -608,8 +582,9 @@ def convert(
     dictionary = load_dictionary(src, subfolder, format=source_format)
     written = save_dictionary_as(dictionary, dst, to=to, overwrite=overwrite)
     config = dictionary.config
-    sites = f", site {config.site_in}" + (f" -> {config.site_out}" if config.site_out != config.site_in else "") \
-        if config.site_in else ""
+    # An autoencoder's site_out may be unset (None): it writes where it reads.
+    sites = f", site {config.site_in}" + (f" -> {config.site_out}" if config.site_out not in (None, config.site_in)
+                                          else "") if config.site_in else ""
     typer.echo(f"{config.arch} dictionary (d_in {config.d_in}, d_sae {config.d_sae}{sites}) written as {to} to "
                f"{written} ({', '.join(sorted(p.name for p in written.iterdir()))})")
 

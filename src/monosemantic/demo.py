@@ -162,7 +162,7 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict,
 def _features(lm, name: str, contenders: dict, random, out: Path, settings: DemoSettings, clock: _Clock):
     """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
     from .evaluation import resolve_corpus, training_record, untrained_copy
-    from .evaluation.autointerp import analyze_and_score, compare_autointerp, judge_check
+    from .autointerp import analyze_and_score, compare_autointerp, judge_check
 
     corpus = resolve_corpus(trained_on=training_record(out / "sweep" / name))
     windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)

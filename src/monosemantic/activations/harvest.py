@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..data import text_source, token_windows
 from ..errors import StoreError
-from .distributed import Ranks, join_ranks
+from ..processes import SingleProcess, join_processes
 from .files import TMP_SUFFIX, remove_tmp_files
 from .manifest import (MANIFEST_NAME, STORAGE_DTYPES, Manifest, StoreSettings, describe_differences,
                        read_manifest, storage_dtype_name, write_manifest)
@@ -50,7 +50,7 @@ def harvest(lm, sites: Sequence[str] | str, out_dir: str | Path, *, corpus="stdl
 
     special_ids = sorted(set(lm.tokenizer.all_special_ids)) if exclude_special else []
     plans = _plan(lm.tokenizer, source, settings, special_ids)
-    ranks = join_ranks()
+    ranks = join_processes()  # gloo even beside a GPU: it only carries barriers here
     try:
         ranks.barrier()  # every rank has looked at the folder before rank 0 changes it
         if ranks.is_main:
@@ -165,7 +165,7 @@ def _prepare_folder(folder: Path, existing: Manifest | None, settings: StoreSett
         write_manifest(folder, Manifest(settings=settings))
 
 
-def _shards_to_compute(folder: Path, plans: list[ShardPlan], ranks: Ranks) -> list[ShardPlan]:
+def _shards_to_compute(folder: Path, plans: list[ShardPlan], ranks: SingleProcess) -> list[ShardPlan]:
     todo = []
     for plan in plans:
         if not ranks.mine(plan.index):
@@ -181,7 +181,7 @@ def _shards_to_compute(folder: Path, plans: list[ShardPlan], ranks: Ranks) -> li
 
 
 def _compute_shards(lm, folder: Path, todo: list[ShardPlan], settings: StoreSettings,
-                    special_ids: Collection[int], plans: list[ShardPlan], ranks: Ranks, progress: bool) -> None:
+                    special_ids: Collection[int], plans: list[ShardPlan], ranks: SingleProcess, progress: bool) -> None:
     mine = [p for p in plans if ranks.mine(p.index)]
     bar = tqdm(total=sum(p.rows for p in mine), initial=sum(p.rows for p in mine) - sum(p.rows for p in todo),
                unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True,

@@ -1,9 +1,11 @@
 """Baselines as dictionaries: every evaluation compares against them for free.
 
 ``fit_baseline(kind, x_ND)`` fits one on a sample of activations; each is a
-:class:`~monosemantic.dictionaries.Dictionary` registered under its name, so it saves, loads
-(``load_dictionary_native``, once this package is imported), encodes, decodes and splices like
-a trained one.
+:class:`~monosemantic.dictionaries.Dictionary` registered under its name, so it saves, loads,
+encodes, decodes and splices like a trained one. Registration happens when this package is
+imported (``dictionaries`` sits below it and cannot import it), so saved baselines load through
+``monosemantic.load_dictionary`` (``formats`` imports this package), or through
+``load_dictionary_native`` after ``import monosemantic.baselines``.
 
 ========== =================================================================================
 identity   the neuron basis: codes = x (at ``mlp_hidden`` sites, the MLP's neurons)

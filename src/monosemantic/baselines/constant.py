@@ -29,6 +29,7 @@ class ConstantBaseline(LinearBaseline):
 @register("zero")
 class ZeroBaseline(ConstantBaseline):
     """Reconstructs 0 (``b_dec`` stays zero): splicing it in zero-ablates the site."""
+    SUMMARY = "baseline: always reconstructs zero (zero ablation)"
 
     OPTIONS = {}
 
@@ -36,6 +37,7 @@ class ZeroBaseline(ConstantBaseline):
 @register("mean")
 class MeanBaseline(ConstantBaseline):
     """Reconstructs ``b_dec``, the sample mean: splicing it in mean-ablates the site."""
+    SUMMARY = "baseline: always reconstructs the fitted mean (mean ablation)"
 
     OPTIONS = {"fit_rows": None}
 

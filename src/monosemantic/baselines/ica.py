@@ -24,6 +24,7 @@ INSTALL_HINT = "pip install 'monosemantic[eval]' (or pip install scikit-learn)"
 
 @register("ica")
 class ICABaseline(LinearBaseline):
+    SUMMARY = "baseline: FastICA unmixing as encoder, unit mixing directions as decoder"
     OPTIONS = {**PROVENANCE_OPTIONS, "max_iter": 1000, "tol": 1e-4, "converged": None}
 
     AT_MOST_D_IN = True

@@ -16,6 +16,7 @@ from .linear import LinearBaseline, build, check_sample
 
 @register("identity")
 class IdentityBaseline(LinearBaseline):
+    SUMMARY = "baseline: the neuron basis (codes are the activations)"
     OPTIONS = {}
 
     @classmethod

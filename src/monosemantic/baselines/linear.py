@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..dictionaries import Dictionary, LossOutput, make_dictionary, reconstruction_mse
+from ..dictionaries import Dictionary, LossOutput, StepInput, make_dictionary, reconstruction_mse
 from ..errors import MonosemanticError
 
 # Where a fitted baseline came from; recorded in the config, changes no computation.
@@ -26,6 +26,7 @@ class LinearBaseline(Dictionary):
     """Codes ``(x - b_dec) @ W_enc + b_enc``, reconstruction ``codes @ W_dec + b_dec``."""
 
     OPTIONS = dict(PROVENANCE_OPTIONS)
+    TRAINABLE = False  # fitted in closed form by fit_baseline
     # Bases fitted from the data's own directions (PCA, ICA) have at most d_in components.
     AT_MOST_D_IN = False
 
@@ -52,12 +53,11 @@ class LinearBaseline(Dictionary):
     def _activate(self, pre_NF: Tensor) -> Tensor:
         return pre_NF
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         # Only the reconstruction error: a baseline has no sparsity term to trade it against.
         recon_ND, codes_NF, _ = self(x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        zero = mse.new_zeros(())
-        return LossOutput(mse, mse, zero, zero, codes_NF, recon_ND)
+        return LossOutput(mse, {"mse": mse}, recon_ND, codes_NF)
 
     @torch.no_grad()
     def set_weights_(self, W_enc_DF: Tensor, W_dec_FD: Tensor, b_dec_D: Tensor | None = None) -> None:

@@ -19,6 +19,7 @@ from .linear import LinearBaseline, build, check_sample, component_count
 @register("pca")
 class PCABaseline(LinearBaseline):
     """``W_dec [k, D]``: principal directions by decreasing variance; ``W_enc = W_dec.T``."""
+    SUMMARY = "baseline: principal directions by decreasing variance"
 
     AT_MOST_D_IN = True
 

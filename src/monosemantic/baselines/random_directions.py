@@ -29,6 +29,7 @@ ENCODERS = ("lstsq", "project")
 
 @register("random")
 class RandomBaseline(LinearBaseline):
+    SUMMARY = "baseline: random unit directions with least-squares codes"
     OPTIONS = {**PROVENANCE_OPTIONS, "encoder": "lstsq"}
 
     @classmethod

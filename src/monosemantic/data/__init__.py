@@ -14,13 +14,14 @@ from monosemantic.data.sources import (
     source_from_description,
     text_source,
 )
-from monosemantic.data.windows import storable_mask, token_windows
+from monosemantic.data.windows import check_windows, storable_mask, token_windows
 
 __all__ = [
     "TextSource",
     "text_source",
     "source_from_description",
     "token_windows",
+    "check_windows",
     "storable_mask",
     "StdlibSource",
     "LocalTextSource",

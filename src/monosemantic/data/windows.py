@@ -3,7 +3,8 @@
 Documents are tokenized without special tokens, joined into one stream with a separator token
 after each document, and cut into consecutive, non-overlapping windows. Packing (rather than one
 padded window per document) wastes no compute on padding and matches how LMs are pretrained, so
-the activations seen are the model's usual ones.
+the activations seen are the model's usual ones. :func:`check_windows` is the one check that a
+caller's windows are what every reader of windows expects.
 """
 
 from __future__ import annotations
@@ -123,3 +124,13 @@ def storable_mask(
     if skip_first:
         mask_BS[:, 0] = False
     return mask_BS
+
+
+def check_windows(windows_WS) -> torch.Tensor:
+    """``windows_WS`` as an int64 ``[W, S]`` tensor with ``S >= 2`` (a next token to predict)."""
+    if not isinstance(windows_WS, torch.Tensor) or windows_WS.ndim != 2 or windows_WS.is_floating_point() \
+            or windows_WS.shape[0] < 1 or windows_WS.shape[1] < 2:
+        got = tuple(windows_WS.shape) if isinstance(windows_WS, torch.Tensor) else type(windows_WS).__name__
+        raise MonosemanticError(f"token windows must be an integer [windows, positions] tensor with at least 2 "
+                                f"positions; got {got}; stack token_windows(...) with torch.stack")
+    return windows_WS.long()

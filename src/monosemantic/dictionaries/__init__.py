@@ -2,29 +2,31 @@
 
 ``make_dictionary("topk", d_in, d_sae, k=32)`` builds one; ``save_dictionary`` and
 ``load_dictionary_native`` store it as ``config.json`` + ``weights.safetensors``.
-Architectures: relu, topk, batchtopk, jumprelu, gated, matryoshka, and crosscoder (one dictionary
+Architectures: relu, topk, batchtopk, jumprelu, gated, matryoshka, p_anneal, and crosscoder (one dictionary
 over several sources: ``make_dictionary("crosscoder", d_in, d_sae, n_sources=2)``, inputs ``[N, S, D]``).
 """
 
-from .base import Dictionary, DictionaryOutput, LossOutput, reconstruction_mse
+from .base import Dictionary, DictionaryOutput, reconstruction_mse, require_single_site
+from .step import LOCAL, BatchReduce, LossOutput, SparseCodes, StepInput
 from .config import FORMAT_VERSION, DictionaryConfig
 from .median import geometric_median
 from .registry import ARCHITECTURES, architecture, dictionary_from_config, make_dictionary, register
 
 # Importing the architecture modules registers them.
 from .relu import ReLUDictionary
-from .topk import SparseCodes, TopKDictionary
+from .topk import TopKDictionary
 from .batchtopk import BatchTopKDictionary
 from .matryoshka import MatryoshkaDictionary
 from .jumprelu import JumpReLUDictionary
 from .gated import GatedDictionary
 from .crosscoder import Crosscoder
+from .p_anneal import PAnnealDictionary
 from .io import load_dictionary_native, read_config, save_dictionary
 
 __all__ = [
-    "ARCHITECTURES", "FORMAT_VERSION", "BatchTopKDictionary", "Crosscoder", "Dictionary", "DictionaryConfig",
-    "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput", "MatryoshkaDictionary",
+    "ARCHITECTURES", "FORMAT_VERSION", "LOCAL", "BatchReduce", "BatchTopKDictionary", "StepInput", "Crosscoder", "Dictionary", "DictionaryConfig",
+    "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput", "MatryoshkaDictionary", "PAnnealDictionary",
     "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture", "dictionary_from_config",
     "geometric_median", "load_dictionary_native", "make_dictionary", "read_config", "reconstruction_mse",
-    "register", "save_dictionary",
+    "register", "require_single_site", "save_dictionary",
 ]

@@ -1,8 +1,10 @@
-"""Dead-latent tracking and the AuxK loss (Gao et al. 2024), shared by the top-k family.
+"""The AuxK loss (Gao et al. 2024), shared by the top-k family.
 
-A latent is dead once it has not fired for ``dead_after_tokens`` training rows. The AuxK loss
-asks the ``aux_k`` largest pre-activations among dead latents to reconstruct the residual
-``target - recon`` that the live latents left, which gives dead latents a gradient again.
+The AuxK loss asks the ``aux_k`` largest pre-activations among dead latents to reconstruct the
+residual ``target - recon`` that the live latents left, which gives dead latents a gradient
+again. Which latents are dead is the trainer's to say (``StepInput.dead_F``: one definition for
+AuxK, resampling and the logged metrics, resolved against the run's length); a step without
+that mask has no AuxK term.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fast_topk
-from .base import Dictionary, SparseCodes, reconstruction_mse
+from ..kernels import topk as fast_topk
+from .base import Dictionary, reconstruction_mse
 from .options import check_float, check_int
+from .step import StepInput
 
 DEFAULT_AUX_K = 512
 
@@ -26,60 +29,36 @@ def check_auxk_options(arch: str, options: dict, config) -> dict:
         options["aux_k"] = max(1, min(DEFAULT_AUX_K, F_ // 2))
     options["aux_k"] = check_int(arch, "aux_k", options["aux_k"], 1, F_)
     options["aux_coeff"] = check_float(arch, "aux_coeff", options["aux_coeff"])
-    options["dead_after_tokens"] = check_int(arch, "dead_after_tokens", options["dead_after_tokens"], 1)
     return options
 
 
 class AuxKDictionary(Dictionary):
-    """A Dictionary with a ``tokens_since_fired [F]`` int64 buffer and an AuxK loss term."""
+    """A Dictionary with an AuxK loss term over the latents the step input calls dead."""
 
-    OPTIONS = {"k": None, "aux_k": None, "aux_coeff": 1 / 32, "dead_after_tokens": 10_000_000}
+    OPTIONS = {"k": None, "aux_k": None, "aux_coeff": 1 / 32}
     REQUIRED = ("k",)
-
-    def __init__(self, config):
-        super().__init__(config)
-        if self.uses_auxk:
-            self.register_buffer("tokens_since_fired", torch.zeros(config.d_sae, dtype=torch.int64))
-
-    @property
-    def uses_auxk(self) -> bool:
-        """Whether this dictionary counts firing and has an AuxK term (crosscoders: top-k only)."""
-        return True
+    EXAMPLE = {"k": 4}
+    # Until 0.1 the dictionary counted firing itself (10M rows, so AuxK never started in short runs).
+    RETIRED_OPTIONS = ("dead_after_tokens",)
+    RETIRED_TENSORS = ("tokens_since_fired",)
 
     @classmethod
     def _check_options(cls, options, config):
         return check_auxk_options(cls.arch, options, config)
 
-    def dead_latents(self) -> Tensor:
-        """Boolean ``[F]``: latents that have not fired for ``dead_after_tokens`` rows."""
-        return self.tokens_since_fired >= self.options["dead_after_tokens"]
-
-    @torch.no_grad()
-    def _record_firing_(self, codes_NF: Tensor) -> None:
-        self.tokens_since_fired += codes_NF.shape[0]
-        self.tokens_since_fired[(codes_NF > 0).any(dim=0)] = 0
-
-    @torch.no_grad()
-    def _record_selected_(self, indices_NK: Tensor, values_NK: Tensor) -> None:
-        """``_record_firing_`` for top-k codes given as (indices, values): no pass over [N, F]."""
-        self.tokens_since_fired += indices_NK.shape[0]
-        fired_F = SparseCodes(values_NK, indices_NK).fired(self.tokens_since_fired.shape[0])
-        self.tokens_since_fired.masked_fill_(fired_F, 0)
-
-    def _dead_indices(self) -> Tensor | None:
+    def _dead_indices(self, step: StepInput) -> Tensor | None:
         """Indices of the dead latents, or None when there is no AuxK term to compute."""
-        if not self.training or self.options["aux_coeff"] == 0:
+        if not self.training or self.options["aux_coeff"] == 0 or step.dead_F is None:
             return None
-        dead_F = self.dead_latents()
         # One host sync per step; it skips the top-k entirely while no latent is dead (the usual case).
-        if not bool(dead_F.any()):
+        if not bool(step.dead_F.any()):
             return None
-        return dead_F.nonzero().squeeze(1)
+        return step.dead_F.nonzero().squeeze(1).to(self.W_dec.device)
 
-    def _aux_term(self, pre_NF: Tensor, residual_ND: Tensor) -> Tensor:
+    def _aux_term(self, pre_NF: Tensor, residual_ND: Tensor, step: StepInput) -> Tensor:
         """``aux_coeff`` times the AuxK loss; 0 when no latent is dead or outside training."""
         zero = pre_NF.new_zeros((), dtype=torch.float32)
-        dead_idx = self._dead_indices()
+        dead_idx = self._dead_indices(step)
         if dead_idx is None:
             return zero
         # Only the dead columns are read: with few dead latents this is far cheaper than
@@ -93,13 +72,13 @@ class AuxKDictionary(Dictionary):
         return self.options["aux_coeff"] * reconstruction_mse(recon_NO, residual_ND.reshape(recon_NO.shape).detach())
 
     def _aux_term_sparse(self, encoding: fast_topk.DenseEncoding, W_dec_FO: Tensor, target_NO: Tensor,
-                         recon_NO: Tensor) -> Tensor:
+                         recon_NO: Tensor, step: StepInput) -> Tensor:
         """``_aux_term`` for the fast path: the same loss, with gradients only at the chosen entries.
 
         Call it before the pre-activations are recycled into the codes.
         """
         zero = encoding.pre_NF.new_zeros((), dtype=torch.float32)
-        dead_idx = self._dead_indices()
+        dead_idx = self._dead_indices(step)
         if dead_idx is None:
             return zero  # the usual case, so the residual is only formed below
         k = min(self.options["aux_k"], dead_idx.numel())

@@ -8,9 +8,9 @@ Parameters use the row-vector layout of SAELens: ``W_enc [D, F]``, ``b_enc [F]``
 Reconstruction error has one convention everywhere (:func:`reconstruction_mse`): squared error
 summed over the output width, averaged over rows.
 
-A training step, for every architecture::
+A training step, for every architecture (the trainer passes its run state in, see step.py)::
 
-    out = dictionary.loss(x_ND, target_ND, sparsity_scale=warmup)   # target None for SAEs
+    out = dictionary.loss(x_ND, target_ND, StepInput(sparsity_scale=warmup, dead_F=dead))   # target None for SAEs
     optimizer.zero_grad(); out.loss.backward()
     dictionary.project_decoder_grad_(); optimizer.step(); dictionary.normalize_decoder_()
 """
@@ -18,6 +18,7 @@ A training step, for every architecture::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
 
@@ -25,13 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import MonosemanticError
-from . import scratch
+from .. import kernels
+from ..kernels import scratch
 from .config import DictionaryConfig
 from .input_norm import check_input_norm, denormalize_rows, normalize_rows
 from .median import geometric_median
 from .options import check_bool, check_names
+from .step import LossOutput, SparseCodes, StepInput
 
-__all__ = ["Dictionary", "DictionaryConfig", "DictionaryOutput", "LossOutput", "SparseCodes", "reconstruction_mse"]
+__all__ = ["Dictionary", "DictionaryConfig", "DictionaryOutput", "LossOutput", "SparseCodes", "StepInput",
+           "reconstruction_mse", "require_single_site"]
 
 
 class DictionaryOutput(NamedTuple):
@@ -40,36 +44,6 @@ class DictionaryOutput(NamedTuple):
     recon: Tensor  # [N, D_out] reconstruction (the output-site prediction for transcoders)
     codes: Tensor  # [N, F] latent activations, dense
     pre_acts: Tensor  # [N, F] encoder pre-activations (the gate's for gated dictionaries)
-
-
-class LossOutput(NamedTuple):
-    """What ``Dictionary.loss`` returns; every term is a 0-dim tensor already weighted as in ``loss``.
-
-    ``loss == mse + sparsity + aux`` for every architecture except matryoshka, whose ``loss``
-    uses the mean of its prefix reconstruction errors in place of ``mse``.
-    """
-
-    loss: Tensor  # the scalar to backpropagate
-    mse: Tensor  # reconstruction_mse(recon, target)
-    sparsity: Tensor  # sparsity penalty (coefficient and warm-up scale included), or 0
-    aux: Tensor  # auxiliary loss (coefficient included), or 0
-    codes: Tensor | None  # [N, F] latent activations; None when loss(dense_codes=False) gave ``sparse``
-    recon: Tensor  # [N, D_out] reconstruction
-    sparse: SparseCodes | None = None  # the codes as k latents per row, from loss(dense_codes=False)
-
-
-class SparseCodes(NamedTuple):
-    """Codes as the k selected latents per row."""
-
-    values: Tensor  # [N, K] activations (>= 0)
-    indices: Tensor  # [N, K] int64 latent indices
-
-    def fired(self, n_latents: int) -> Tensor:
-        """Boolean ``[F]``: latents active (value > 0) on some row."""
-        # A count per latent, entries that did not fire going to a spare bin: ~6x cheaper on CPU
-        # than boolean-mask indexing followed by an index_put.
-        chosen = torch.where(self.values > 0, self.indices, n_latents).reshape(-1)
-        return torch.bincount(chosen, minlength=n_latents + 1)[:n_latents] > 0
 
 
 def reconstruction_mse(recon_ND: Tensor, target_ND: Tensor) -> Tensor:
@@ -100,15 +74,11 @@ class _SquaredError(torch.autograd.Function):
         return grad_recon, (-grad_recon if ctx.needs_input_grad[1] else None)
 
 
-def check_loss_inputs(x: Tensor, target: Tensor, sparsity_scale) -> float:
-    """The sparsity scale as a float, after checking that input and target rows pair up."""
+def check_paired_rows(x: Tensor, target: Tensor) -> None:
+    """MonosemanticError unless input and target rows pair up."""
     if target.shape[0] != x.shape[0]:
         raise MonosemanticError(f"input has {x.shape[0]} rows but target has {target.shape[0]}; "
                                 "pass rows from the same tokens")
-    scale = float(sparsity_scale)
-    if not 0.0 <= scale <= 1.0:
-        raise MonosemanticError(f"sparsity_scale must be in [0, 1]; got {sparsity_scale!r}")
-    return scale
 
 
 # Options every architecture accepts. None means "chosen from the config" (see resolve_options).
@@ -126,17 +96,23 @@ class Dictionary(nn.Module):
     """
 
     arch: ClassVar[str] = ""
+    # ----- what the rest of the toolkit reads about an architecture (docs/adding_an_architecture.md)
+    SUMMARY: ClassVar[str] = ""  # one line for `monosemantic archs` and help texts
+    SPARSITY_OPTION: ClassVar[str | None] = None  # the option a sweep varies (see sparsity_option)
+    LATENT_BIASES: ClassVar[tuple[str, ...]] = ("b_enc",)  # per-latent encoder biases resampling zeroes
+    TRAINABLE: ClassVar[bool] = True  # False for closed-form baselines, which no Trainer fits
+    EXAMPLE: ClassVar[dict[str, Any]] = {}  # options that make a small working instance (tests, docs)
     OPTIONS: ClassVar[dict[str, Any]] = {}
     REQUIRED: ClassVar[tuple[str, ...]] = ()
+    # Options and tensors that older saves hold but that no longer mean anything: dropped on load.
+    RETIRED_OPTIONS: ClassVar[tuple[str, ...]] = ()
+    RETIRED_TENSORS: ClassVar[tuple[str, ...]] = ()
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
     HAS_B_ENC: ClassVar[bool] = True
-    # Whether loss(dense_codes=False) can return SparseCodes instead of dense codes (saving the
-    # [N, F] write per training step); architectures without a sparse form ignore the request.
-    SPARSE_LOSS_CODES: ClassVar[bool] = False
     # Whether pre_acts/decode go through the base class, so that input_norm applies.
     SUPPORTS_INPUT_NORM: ClassVar[bool] = True
-    # Whether loss() may take the hand-written training paths (fast_relu, fast_topk) where they
+    # Whether loss() may take the hand-written training paths (monosemantic.kernels) where they
     # apply (CPU, float32/float64). They give the same values and gradients as plain autograd;
     # set False on an instance to get the plain computation, e.g. to compare the two.
     fast_path: bool = True
@@ -158,8 +134,8 @@ class Dictionary(nn.Module):
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD)
         # Tied initialisation (Conerly et al. 2024; Gao et al. 2024) where the widths allow it.
-        W_enc_DF = W_dec_FD.T.clone() if D == D_out else _unit_columns(D, F)
-        self.W_enc = nn.Parameter(W_enc_DF)
+        W_enc_DF = W_dec_FD.T if D == D_out else _unit_columns(D, F)
+        self.W_enc = nn.Parameter(kernels.f_major(W_enc_DF))
         if self.HAS_B_ENC:
             self.b_enc = nn.Parameter(torch.zeros(F))
         self.b_dec = nn.Parameter(torch.zeros(D_out))
@@ -173,8 +149,9 @@ class Dictionary(nn.Module):
     def resolve_options(cls, config: DictionaryConfig) -> dict:
         """The config's options checked, with every default filled in."""
         known = {**COMMON_OPTIONS, **cls.OPTIONS}
-        check_names(cls.arch, config.options, known, cls.REQUIRED)
-        options = {**known, **config.options}
+        given = {name: value for name, value in config.options.items() if name not in cls.RETIRED_OPTIONS}
+        check_names(cls.arch, given, known, cls.REQUIRED)
+        options = {**known, **given}
         apply = options["apply_b_dec_to_input"]
         apply = (not config.is_transcoder) if apply is None else check_bool(cls.arch, "apply_b_dec_to_input", apply)
         if apply and config.d_out != config.d_in:
@@ -184,6 +161,11 @@ class Dictionary(nn.Module):
         options["apply_b_dec_to_input"] = apply
         options["input_norm"] = check_input_norm(cls.arch, options["input_norm"], cls.SUPPORTS_INPUT_NORM)
         return cls._check_options(options, config)
+
+    @classmethod
+    def sparsity_option(cls, options: Mapping[str, Any] | None = None) -> str | None:
+        """The option that sets this architecture's sparsity, given the other options (a sweep's axis)."""
+        return cls.SPARSITY_OPTION
 
     @classmethod
     def _check_options(cls, options: dict, config: DictionaryConfig) -> dict:
@@ -205,6 +187,21 @@ class Dictionary(nn.Module):
     @property
     def d_out(self) -> int:
         return self.config.d_out
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One input row's shape: ``(d_in,)``, or ``(n_sites, d_in)`` for a dictionary over several sites."""
+        return (self.d_in,)
+
+    @property
+    def n_sites(self) -> int:
+        """How many sites one input row spans: 1, or more for multi-site dictionaries (crosscoders)."""
+        return 1 if len(self.input_shape) == 1 else self.input_shape[0]
+
+    @property
+    def sites(self) -> list[str | None]:
+        """The sites inputs are read from, one per input site (``[site_in]`` for single-site dictionaries)."""
+        return [self.config.site_in]
 
     @property
     def apply_b_dec_to_input(self) -> bool:
@@ -266,14 +263,11 @@ class Dictionary(nn.Module):
         pre_NF, codes_NF = self._encode_parts(x_ND)
         return DictionaryOutput(self.decode(codes_NF, x_ND), codes_NF, pre_NF)
 
-    def loss(self, x_ND: Tensor, target_ND: Tensor | None = None, *, sparsity_scale: float = 1.0,
-             dense_codes: bool = True) -> LossOutput:
+    def loss(self, x_ND: Tensor, target_ND: Tensor | None = None, step: StepInput | None = None) -> LossOutput:
         """Training loss on a batch; ``target`` defaults to the input (autoencoders).
 
-        ``sparsity_scale`` in [0, 1] multiplies the sparsity coefficient (the trainer's warm-up).
-        ``dense_codes=False`` lets architectures with ``SPARSE_LOSS_CODES`` return ``codes=None``
-        and the codes in ``sparse`` instead.
-        In training mode this also updates running statistics (dead-latent counters, thresholds).
+        ``step`` carries the run's state (sparsity warm-up, dead latents, the process group);
+        without it the loss is that of a lone step: full sparsity, no latent known dead.
         """
         x_ND = self._rows(x_ND, self.d_in, "input")
         if self.options["input_norm"] != "none":
@@ -286,17 +280,14 @@ class Dictionary(nn.Module):
                                         "call loss(x, target)")
             target_ND = x_ND
         target_ND = self._rows(target_ND, self.d_out, "target")
-        scale = check_loss_inputs(x_ND, target_ND, sparsity_scale)
-        if not dense_codes and self.SPARSE_LOSS_CODES:
-            return self._loss(x_ND, target_ND, scale, dense_codes=False)
-        return self._loss(x_ND, target_ND, scale)
+        check_paired_rows(x_ND, target_ND)
+        return self._loss(x_ND, target_ND, _step_input(step))
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         raise NotImplementedError
 
     def _fast_path_applies(self, x: Tensor) -> bool:
-        # The fast paths are written and measured for CPU; other devices keep plain autograd.
-        return self.fast_path and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+        return kernels.serves(x, self.fast_path)
 
     def _rows(self, t: Tensor, width: int, what: str) -> Tensor:
         if not isinstance(t, Tensor) or t.ndim != 2 or t.shape[1] != width or not t.is_floating_point():
@@ -381,6 +372,25 @@ class Dictionary(nn.Module):
     def extra_repr(self) -> str:
         extras = ", skip" if self.config.skip else ""
         return f"arch={self.arch!r}, d_in={self.d_in}, d_sae={self.d_sae}, d_out={self.d_out}{extras}"
+
+
+def require_single_site(dictionary: Dictionary, stage: str, hint: str = "use a single-site dictionary there") -> None:
+    """The one capability check for multi-site dictionaries: MonosemanticError if ``stage`` would get one.
+
+    ``stage`` names what cannot take several sites, e.g. "feature analysis"; ``hint`` says what to do.
+    """
+    if dictionary.n_sites != 1:
+        names = ", ".join("unnamed" if s is None else s for s in dictionary.sites)
+        raise MonosemanticError(f"{stage} handles single-site dictionaries only, but this {dictionary.arch} "
+                                f"dictionary reads {dictionary.n_sites} sites ({names}); {hint}")
+
+
+def _step_input(step) -> StepInput:
+    if step is None:
+        return StepInput()
+    if not isinstance(step, StepInput):
+        raise MonosemanticError(f"loss(x, target, step) takes a StepInput as step; got {type(step).__name__}")
+    return step
 
 
 def _unit_columns(d: int, f: int) -> Tensor:

@@ -11,18 +11,18 @@ import torch
 from torch import Tensor
 
 from .auxk import AuxKDictionary
-from .base import LossOutput, reconstruction_mse
+from .base import reconstruction_mse
 from .options import check_float
 from .registry import register
+from .step import LOCAL, BatchReduce, LossOutput, StepInput
 
 
 @register("batchtopk")
 class BatchTopKDictionary(AuxKDictionary):
+    SUMMARY = "the k * rows largest pre-activations of the batch; a learned threshold at inference (Bussmann et al. 2024)"
+    SPARSITY_OPTION = "k"
     OPTIONS = {**AuxKDictionary.OPTIONS, "threshold_beta": 0.99}
     FLOAT32_TENSORS = ("threshold",)
-    # Set by the trainer under data parallelism (its replicas: world, gather_rows, max_), so that
-    # selection and the threshold's statistics cover the global batch, not this process's slice.
-    batch_replicas = None
 
     def __init__(self, config):
         super().__init__(config)
@@ -37,43 +37,47 @@ class BatchTopKDictionary(AuxKDictionary):
         return options
 
     def _activate(self, pre_NF: Tensor) -> Tensor:
-        if not self.training:
-            return pre_NF * (pre_NF > self.threshold)
+        return self._select_batch(pre_NF, LOCAL) if self.training else pre_NF * (pre_NF > self.threshold)
+
+    def _select_batch(self, pre_NF: Tensor, reduce: BatchReduce) -> Tensor:
+        """Codes keeping the top ``k * rows`` pre-activations of the global batch (``reduce`` reaches it)."""
         flat = pre_NF.flatten()
         budget = self.options["k"] * pre_NF.shape[0]
-        if self.batch_replicas is None:
+        if reduce.world == 1:
             values, indices = flat.topk(min(budget, flat.numel()), sorted=False)
             return torch.zeros_like(flat).scatter(0, indices, torch.relu(values)).view_as(pre_NF)
         # The global batch's top k * rows lie among each process's own top k * rows * world, so
         # gathering those gives the global cut-off; entries at or above it are kept.
-        replicas = self.batch_replicas
-        budget *= replicas.world
+        budget *= reduce.world
         local = flat.detach().topk(min(budget, flat.numel()), sorted=False).values
-        cutoff = replicas.gather_rows(local).topk(budget, sorted=False).values.min()
+        cutoff = reduce.gather_rows(local).topk(budget, sorted=False).values.min()
         return torch.where(flat >= cutoff, torch.relu(flat), 0.0).view_as(pre_NF)
 
     @torch.no_grad()
-    def _update_threshold_(self, codes_NF: Tensor) -> None:
+    def _update_threshold_(self, codes_NF: Tensor, reduce: BatchReduce) -> None:
         # All tensor ops, so that no GPU synchronisation is needed per step.
         smallest = torch.where(codes_NF > 0, codes_NF, torch.inf).min().float()
-        if self.batch_replicas is not None:
-            smallest = -self.batch_replicas.max_(-smallest)  # the global batch's smallest
+        smallest = -reduce.max_(-smallest)  # the global batch's smallest
         beta = self.options["threshold_beta"]
         ema = torch.where(self.threshold > 0, beta * self.threshold + (1 - beta) * smallest, smallest)
         self.threshold.copy_(torch.where(torch.isfinite(smallest), ema, self.threshold))
 
-    def _train_step_stats_(self, codes_NF: Tensor) -> None:
-        if self.training:
-            self._record_firing_(codes_NF)
-            self._update_threshold_(codes_NF)
+    def _train_codes(self, x_ND: Tensor, step: StepInput) -> tuple[Tensor, Tensor]:
+        """(pre-activations, codes) of a training batch; updates the threshold in training mode."""
+        pre_NF = self.pre_acts(x_ND)
+        if not self.training:
+            return pre_NF, self._activate(pre_NF)
+        codes_NF = self._select_batch(pre_NF, step.reduce)
+        self._update_threshold_(codes_NF, step.reduce)
+        return pre_NF, codes_NF
 
     def _scale_codes_(self, factor: float) -> None:
         super()._scale_codes_(factor)
         self.threshold.mul_(factor)
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
-        recon_ND, codes_NF, pre_NF = self(x_ND)
-        self._train_step_stats_(codes_NF)
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
+        pre_NF, codes_NF = self._train_codes(x_ND, step)
+        recon_ND = self.decode(codes_NF, x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term(pre_NF, target_ND - recon_ND)
-        return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, codes_NF, recon_ND)
+        aux = self._aux_term(pre_NF, target_ND - recon_ND, step)
+        return LossOutput(mse + aux, {"mse": mse, "sparsity": mse.new_zeros(()), "aux": aux}, recon_ND, codes_NF)

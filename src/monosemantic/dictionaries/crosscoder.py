@@ -31,14 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import MonosemanticError
-from . import fast_topk
+from ..kernels import topk as fast_topk
 from .auxk import AuxKDictionary, check_auxk_options
-from .base import DictionaryOutput, LossOutput, _positive, _remove_radial_, check_loss_inputs, reconstruction_mse
-from .fast_relu import DEFAULT_MAX_DENSITY, relu_autoencode
+from .base import DictionaryOutput, _positive, _remove_radial_, _step_input, check_paired_rows, reconstruction_mse
+from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .median import geometric_median
 from .options import check_float, check_int
 from .registry import register
 from .relu import L1_COEFF_WEIGHTED
+from .step import LossOutput, StepInput
 
 ACTIVATIONS = ("relu", "topk")
 
@@ -46,6 +47,13 @@ ACTIVATIONS = ("relu", "topk")
 @register("crosscoder")
 class Crosscoder(AuxKDictionary):
     """Parameters ``W_enc [S, D, F]``, ``b_enc [F]``, ``W_dec [F, S, D]``, ``b_dec [S, D]``."""
+
+    SUMMARY = "one dictionary over several sites (layers or models), ReLU or top-k codes (Lindsey et al. 2024)"
+    EXAMPLE = {"n_sources": 2}
+
+    @classmethod
+    def sparsity_option(cls, options=None) -> str | None:
+        return "k" if (options or {}).get("activation") == "topk" else "l1_coeff"
 
     OPTIONS = {"n_sources": None, "sites": None, "activation": "relu", "l1_coeff": None, **AuxKDictionary.OPTIONS}
     SUPPORTS_INPUT_NORM = False  # its own pre_acts and decode over [N, S, D] inputs
@@ -94,17 +102,12 @@ class Crosscoder(AuxKDictionary):
         return self.options["n_sources"]
 
     @property
-    def n_sites(self) -> int:
-        """``n_sources``, under the name the trainer reads ([N, n_sites, D] batches)."""
-        return self.n_sources
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.n_sources, self.d_in)
 
     @property
-    def sites(self) -> list[str] | None:
-        return self.options["sites"]
-
-    @property
-    def uses_auxk(self) -> bool:
-        return self.options["activation"] == "topk"
+    def sites(self) -> list[str | None]:
+        return list(self.options["sites"] or [None] * self.n_sources)
 
     @property
     def unit_norm_decoder(self) -> bool:
@@ -160,28 +163,29 @@ class Crosscoder(AuxKDictionary):
         # Summed in float32 at least (half-precision sums over thousands of latents lose digits).
         return weighted_NF.to(torch.promote_types(weighted_NF.dtype, torch.float32)).sum(-1).mean()
 
-    def loss(self, x_NSD: Tensor, target_NSD: Tensor | None = None, *, sparsity_scale: float = 1.0,
-             dense_codes: bool = True) -> LossOutput:
+    def loss(self, x_NSD: Tensor, target_NSD: Tensor | None = None, step: StepInput | None = None) -> LossOutput:
         """Training loss on ``[N, S, D]`` rows; the reconstruction error is summed over sources.
 
-        Codes are always dense (``dense_codes`` is accepted for the common interface).
+        Codes are always dense (``step.dense_codes`` is a permission, not a request).
 
         ``recon`` is ``[N, S, D]``; ``codes`` ``[N, F]``. ``target`` defaults to the input.
         """
         x_NSD = self._inputs(x_NSD)
         target_NSD = x_NSD if target_NSD is None else self._inputs(target_NSD, "target")
-        scale = check_loss_inputs(x_NSD, target_NSD, sparsity_scale)
+        check_paired_rows(x_NSD, target_NSD)
+        step = _step_input(step)
         n = x_NSD.shape[0]
         x_NO, target_NO = x_NSD.reshape(n, -1), target_NSD.reshape(n, -1)
         if self.options["activation"] == "relu":
             recon_NO, codes_NF, l1 = self._relu_parts(x_NSD, x_NO)
             aux = recon_NO.new_zeros(())
-            sparsity = self.options["l1_coeff"] * scale * l1
+            sparsity = self.options["l1_coeff"] * step.sparsity_scale * l1
         else:
-            recon_NO, codes_NF, aux = self._topk_parts(x_NSD, x_NO, target_NO)
+            recon_NO, codes_NF, aux = self._topk_parts(x_NSD, x_NO, target_NO, step)
             sparsity = recon_NO.new_zeros(())
         mse = reconstruction_mse(recon_NO, target_NO)
-        return LossOutput(mse + sparsity + aux, mse, sparsity, aux, codes_NF, recon_NO.view_as(x_NSD))
+        return LossOutput(mse + sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux},
+                          recon_NO.view_as(x_NSD), codes_NF)
 
     def _relu_parts(self, x_NSD: Tensor, x_NO: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(flat reconstruction [N, S*D], codes, l1 penalty)."""
@@ -195,23 +199,20 @@ class Crosscoder(AuxKDictionary):
                                                  self.max_sparse_density)
         return recon_NO + b_dec_O, codes_NF, l1
 
-    def _topk_parts(self, x_NSD: Tensor, x_NO: Tensor, target_NO: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(flat reconstruction [N, S*D], codes, aux term); records firing in training mode."""
+    def _topk_parts(self, x_NSD: Tensor, x_NO: Tensor, target_NO: Tensor, step: StepInput
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(flat reconstruction [N, S*D], codes, aux term)."""
         if not self._fast_path_applies(x_NO):
             recon_NSD, codes_NF, pre_NF = self(x_NSD)
             recon_NO = recon_NSD.reshape(x_NO.shape)
-            if self.training:
-                self._record_firing_(codes_NF)
-            return recon_NO, codes_NF, self._aux_term(pre_NF, target_NO - recon_NO)
+            return recon_NO, codes_NF, self._aux_term(pre_NF, target_NO - recon_NO, step)
         W_enc_IF, W_dec_FO, b_dec_O = self._flat()
         encoding = fast_topk.encode_dense(x_NO, W_enc_IF, self.b_enc, b_dec_O if self.apply_b_dec_to_input else None)
         indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
         active, values_E = fast_topk.select(encoding, indices_NK)
         recon_NO = fast_topk.decode(active, values_E, W_dec_FO, b_dec_O)
         values_NK = values_E.view(indices_NK.shape)
-        if self.training:
-            self._record_selected_(indices_NK, values_NK)
-        aux = self._aux_term_sparse(encoding, W_dec_FO, target_NO, recon_NO)
+        aux = self._aux_term_sparse(encoding, W_dec_FO, target_NO, recon_NO, step)
         return recon_NO, fast_topk.recycle_into_codes(encoding, indices_NK, values_NK), aux
 
     # ----- training support ----------------------------------------------------------------

@@ -16,13 +16,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Dictionary, LossOutput, reconstruction_mse
+from .base import Dictionary, reconstruction_mse
 from .options import check_float
 from .registry import register
+from .step import LossOutput, StepInput
 
 
 @register("gated")
 class GatedDictionary(Dictionary):
+    SUMMARY = "separate gate and magnitude paths, L1 on the gate (Rajamanoharan et al. 2024)"
+    SPARSITY_OPTION = "l1_coeff"
+    LATENT_BIASES = ("b_gate", "b_mag")
     # The gated L1 is the decoder-norm weighted L1 of Anthropic's update applied to the gate,
     # hence the same default coefficient (inputs normalised so that E||x||^2 = d_in).
     OPTIONS = {"l1_coeff": 5.0}
@@ -60,15 +64,15 @@ class GatedDictionary(Dictionary):
         self.b_gate.mul_(factor)
         self.b_mag.mul_(factor)
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         recon_ND, codes_NF, gate_pre_NF = self(x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
         gate_NF = torch.relu(gate_pre_NF)
         l1 = (gate_NF * self.W_dec.norm(dim=1)).float().sum(-1).mean()
-        sparsity = self.options["l1_coeff"] * sparsity_scale * l1
+        sparsity = self.options["l1_coeff"] * step.sparsity_scale * l1
         # Frozen decoder (and skip): this term trains the gate path only.
         gate_recon_ND = gate_NF @ self.W_dec.detach() + self.b_dec.detach()
         if self.config.skip:
             gate_recon_ND = gate_recon_ND + self._rows(x_ND, self.d_in, "input") @ self.W_skip.detach().T
         aux = reconstruction_mse(gate_recon_ND, target_ND)
-        return LossOutput(mse + sparsity + aux, mse, sparsity, aux, codes_NF, recon_ND)
+        return LossOutput(mse + sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux}, recon_ND, codes_NF)

@@ -13,14 +13,18 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Dictionary, LossOutput, reconstruction_mse
+from .base import Dictionary, reconstruction_mse
 from .options import check_float
 from .registry import register
-from .ste import jumprelu, step
+from .step import LossOutput, StepInput
+from .ste import jumprelu
+from .ste import step as heaviside
 
 
 @register("jumprelu")
 class JumpReLUDictionary(Dictionary):
+    SUMMARY = "per-latent learned thresholds with an L0 penalty (Rajamanoharan et al. 2024)"
+    SPARSITY_OPTION = "l0_coeff"
     # l0_coeff 1.0 suits inputs normalised so that E||x||^2 = d_in; sweep it per site.
     OPTIONS = {"l0_coeff": 1.0, "bandwidth": 0.001, "initial_threshold": 0.001}
     FLOAT32_TENSORS = ("log_threshold",)
@@ -50,10 +54,10 @@ class JumpReLUDictionary(Dictionary):
         super()._scale_codes_(factor)
         self.log_threshold.add_(math.log(factor))
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         recon_ND, codes_NF, pre_NF = self(x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        l0 = step(pre_NF, self.threshold, self.options["bandwidth"]).float().sum(-1).mean()
-        sparsity = self.options["l0_coeff"] * sparsity_scale * l0
-        aux = mse.new_zeros(())
-        return LossOutput(mse + sparsity, mse, sparsity, aux, codes_NF, recon_ND)
+        l0 = heaviside(pre_NF, self.threshold, self.options["bandwidth"]).float().sum(-1).mean()
+        sparsity = self.options["l0_coeff"] * step.sparsity_scale * l0
+        return LossOutput(mse + sparsity, {"mse": mse, "sparsity": sparsity, "aux": mse.new_zeros(())}, recon_ND,
+                          codes_NF)

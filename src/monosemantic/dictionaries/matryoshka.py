@@ -10,9 +10,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..errors import MonosemanticError
-from .base import LossOutput, reconstruction_mse
+from .base import reconstruction_mse
 from .batchtopk import BatchTopKDictionary
 from .registry import register
+from .step import LossOutput, StepInput
 
 
 def default_group_sizes(d_sae: int) -> list[int]:
@@ -24,6 +25,7 @@ def default_group_sizes(d_sae: int) -> list[int]:
 
 @register("matryoshka")
 class MatryoshkaDictionary(BatchTopKDictionary):
+    SUMMARY = "BatchTopK whose nested latent prefixes each reconstruct the input (Bussmann et al. 2025)"
     OPTIONS = {**BatchTopKDictionary.OPTIONS, "group_sizes": None}
 
     @classmethod
@@ -54,10 +56,10 @@ class MatryoshkaDictionary(BatchTopKDictionary):
             start = stop
         return mses, recon_ND
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
-        pre_NF, codes_NF = self._encode_parts(x_ND)
-        self._train_step_stats_(codes_NF)
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
+        pre_NF, codes_NF = self._train_codes(x_ND, step)
         mses, recon_ND = self.prefix_mses(codes_NF, target_ND, x_ND)
-        aux = self._aux_term(pre_NF, target_ND - recon_ND)
+        aux = self._aux_term(pre_NF, target_ND - recon_ND, step)
         loss = sum(mses) / len(mses) + aux
-        return LossOutput(loss, mses[-1], mses[-1].new_zeros(()), aux, codes_NF, recon_ND)
+        terms = {"mse": mses[-1], "sparsity": mses[-1].new_zeros(()), "aux": aux}
+        return LossOutput(loss, terms, recon_ND, codes_NF)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ..errors import MonosemanticError
@@ -26,16 +28,19 @@ def register(name: str):
 
 
 def architecture(name: str) -> type[Dictionary]:
-    """The class registered as ``name``; MonosemanticError listing the known names otherwise."""
-    if name not in ARCHITECTURES:
-        # Baselines (identity, pca, ica, ...) register themselves on import; a saved one must
-        # load without the caller importing that package first.
-        import monosemantic.baselines  # noqa: F401
+    """The class registered as ``name``; MonosemanticError listing the known names otherwise.
+
+    Only architectures whose modules have been imported are known here: this package cannot
+    import the layers above it, where the baselines (identity, pca, ica, ...) register.
+    """
     try:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):
+        hint = "" if "monosemantic.baselines" in sys.modules else (
+            " (baselines such as identity, pca and ica are known once monosemantic.baselines is imported; "
+            "monosemantic.load_dictionary loads them)")
         raise MonosemanticError(
-            f"unknown dictionary arch {name!r}; expected one of {', '.join(sorted(ARCHITECTURES))}") from None
+            f"unknown dictionary arch {name!r}; expected one of {', '.join(sorted(ARCHITECTURES))}{hint}") from None
 
 
 def dictionary_from_config(config: DictionaryConfig, *, device=None, dtype: torch.dtype | None = None) -> Dictionary:

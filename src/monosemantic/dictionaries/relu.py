@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Dictionary, LossOutput, reconstruction_mse
-from .fast_relu import DEFAULT_MAX_DENSITY, relu_autoencode
+from .base import Dictionary, reconstruction_mse
+from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .options import check_bool, check_float
 from .registry import register
+from .step import LossOutput, StepInput
 
 # Defaults for inputs normalised so that E||x||^2 = d_in; the weighted default is Anthropic's.
 L1_COEFF_WEIGHTED = 5.0
@@ -23,6 +24,8 @@ L1_COEFF_PLAIN = 1e-3
 
 @register("relu")
 class ReLUDictionary(Dictionary):
+    SUMMARY = "ReLU codes with an L1 penalty (Cunningham et al. 2023); decoder-norm weighted L1 optional"
+    SPARSITY_OPTION = "l1_coeff"
     OPTIONS = {"l1_coeff": None, "weight_l1_by_decoder_norm": False}
 
     @classmethod
@@ -50,16 +53,16 @@ class ReLUDictionary(Dictionary):
             codes_NF = codes_NF * self.W_dec.norm(dim=1)
         return codes_NF.abs().float().sum(-1).mean()
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float) -> LossOutput:
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         if self._fast_path_applies(x_ND):
             recon_ND, codes_NF, l1 = self._fast_forward(x_ND)
         else:
             recon_ND, codes_NF, _ = self(x_ND)
             l1 = self.l1_penalty(codes_NF)
         mse = reconstruction_mse(recon_ND, target_ND)
-        sparsity = self.options["l1_coeff"] * sparsity_scale * l1
-        aux = mse.new_zeros(())
-        return LossOutput(mse + sparsity, mse, sparsity, aux, codes_NF, recon_ND)
+        sparsity = self.options["l1_coeff"] * step.sparsity_scale * l1
+        return LossOutput(mse + sparsity, {"mse": mse, "sparsity": sparsity, "aux": mse.new_zeros(())}, recon_ND,
+                          codes_NF)
 
     def _fast_forward(self, x_ND: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(recon, codes, l1_penalty) through fast_relu: the same values and gradients, less work."""

@@ -11,15 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fast_topk
+from ..kernels import topk as fast_topk
 from .auxk import AuxKDictionary
-from .base import LossOutput, SparseCodes, reconstruction_mse
+from .base import reconstruction_mse
 from .registry import register
+from .step import LossOutput, SparseCodes, StepInput
 
 
 @register("topk")
 class TopKDictionary(AuxKDictionary):
-    SPARSE_LOSS_CODES = True
+    SUMMARY = "the k largest pre-activations of each row, with AuxK for dead latents (Gao et al. 2024)"
+    SPARSITY_OPTION = "k"
 
     def _select(self, pre_NF: Tensor) -> SparseCodes:
         values_NK, indices_NK = pre_NF.topk(self.options["k"], dim=-1)
@@ -39,34 +41,36 @@ class TopKDictionary(AuxKDictionary):
                                    mode="sum")
         return self._add_skip(recon_ND + self.b_dec, x_ND)
 
-    def _loss(self, x_ND: Tensor, target_ND: Tensor, sparsity_scale: float, dense_codes: bool = True) -> LossOutput:
+    def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         if self._fast_path_applies(x_ND):
-            return self._fast_loss(x_ND, target_ND, dense_codes)
+            return self._fast_loss(x_ND, target_ND, step)
         pre_NF = self.pre_acts(x_ND)
         values_NK, indices_NK = self._select(pre_NF)
         recon_ND = self.decode_sparse(values_NK, indices_NK, x_ND)
-        if self.training:
-            self._record_selected_(indices_NK, values_NK)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term(pre_NF, target_ND - recon_ND)
-        if not dense_codes:
-            return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, None, recon_ND, SparseCodes(values_NK, indices_NK))
+        aux = self._aux_term(pre_NF, target_ND - recon_ND, step)
+        codes = SparseCodes(values_NK, indices_NK)
+        if not step.dense_codes:
+            return LossOutput(mse + aux, _terms(mse, aux), recon_ND, None, codes)
         codes_NF = torch.zeros_like(pre_NF).scatter(-1, indices_NK, values_NK)
-        return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, codes_NF, recon_ND)
+        return LossOutput(mse + aux, _terms(mse, aux), recon_ND, codes_NF, codes)
 
-    def _fast_loss(self, x_ND: Tensor, target_ND: Tensor, dense_codes: bool) -> LossOutput:
-        """``_loss`` through fast_topk: one dense GEMM, every other product over the k selected latents."""
+    def _fast_loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
+        """``_loss`` through the top-k kernel: one dense GEMM, every other product over the k selected latents."""
         centre_D = self.b_dec if self.apply_b_dec_to_input else None
         encoding = fast_topk.encode_dense(x_ND, self.W_enc, self.b_enc, centre_D)
         indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
         active, values_E = fast_topk.select(encoding, indices_NK)
         recon_ND = self._add_skip(fast_topk.decode(active, values_E, self.W_dec, self.b_dec), x_ND)
         values_NK = values_E.view(indices_NK.shape)
-        if self.training:
-            self._record_selected_(indices_NK, values_NK)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term_sparse(encoding, self.W_dec, target_ND, recon_ND)
-        if not dense_codes:
-            return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, None, recon_ND, SparseCodes(values_NK, indices_NK))
+        aux = self._aux_term_sparse(encoding, self.W_dec, target_ND, recon_ND, step)
+        codes = SparseCodes(values_NK, indices_NK)
+        if not step.dense_codes:
+            return LossOutput(mse + aux, _terms(mse, aux), recon_ND, None, codes)
         codes_NF = fast_topk.recycle_into_codes(encoding, indices_NK, values_NK)
-        return LossOutput(mse + aux, mse, mse.new_zeros(()), aux, codes_NF, recon_ND)
+        return LossOutput(mse + aux, _terms(mse, aux), recon_ND, codes_NF, codes)
+
+
+def _terms(mse: Tensor, aux: Tensor) -> dict[str, Tensor]:
+    return {"mse": mse, "sparsity": mse.new_zeros(()), "aux": aux}

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
-from ..dictionaries import Dictionary
+from ..dictionaries import Dictionary, require_single_site
 from ..errors import MonosemanticError
 from .features import check_rows, class_scores, columns, dictionary_codes, fit_logistic, top_features
 from .results import Result
@@ -256,10 +256,10 @@ def _nanmean(values: list[float]) -> float:
 
 
 def _check_dictionary(dictionary: Dictionary, acts_ND: Tensor, words) -> None:
-    if dictionary.config.is_transcoder or dictionary.W_dec.ndim != 2:
+    require_single_site(dictionary, "absorption")
+    if dictionary.config.is_transcoder:
         raise MonosemanticError(f"absorption compares decoder rows with a probe in the input space, so it needs an "
-                                f"autoencoder; got a {dictionary.config.arch} "
-                                f"{'transcoder' if dictionary.config.is_transcoder else 'crosscoder'}")
+                                f"autoencoder; got a {dictionary.config.arch} transcoder")
     if len(words) != acts_ND.shape[0]:
         raise MonosemanticError(f"got {len(words)} words for {acts_ND.shape[0]} activation rows; expected one word "
                                 "per row")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..dictionaries import Dictionary
+from ..dictionaries import Dictionary, require_single_site
 from ..errors import MonosemanticError
-from .metrics import eval_mode
+from ..models import eval_mode
 
 # Codes with fewer nonzeros than this fraction are kept sparse.
 SPARSE_BELOW = 0.25
@@ -47,7 +47,8 @@ def check_rows(acts_ND, labels_N=None, windows_N=None) -> None:
 @torch.inference_mode()
 def dictionary_codes(dictionary: Dictionary, acts_ND: Tensor, *, batch_size: int = 2048):
     """Codes ``[N, F]`` float32 of ``acts_ND``: a CSR matrix when sparse, else a dense array."""
-    if acts_ND.shape[1] != dictionary.d_in or dictionary.W_dec.ndim != 2:
+    require_single_site(dictionary, "code statistics")
+    if acts_ND.shape[1] != dictionary.d_in:
         raise MonosemanticError(f"the {dictionary.config.arch} dictionary reads [tokens, {dictionary.d_in}] rows "
                                 f"but the activations are {tuple(acts_ND.shape)}; pass activations of its site")
     sklearn()  # scipy comes with scikit-learn: one install hint for both

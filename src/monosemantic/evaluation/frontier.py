@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..dictionaries import Dictionary
-from .metrics import eval_mode
+from ..models import eval_mode
 
 
 @torch.inference_mode()

@@ -22,8 +22,6 @@ Crosscoder rows ``[N, S, D]`` are flattened to ``[N, S*D]``: one row is one toke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +29,7 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
+from ..models import eval_mode
 from .density import DensityResult, density_summary
 from .results import Result, ratio
 from .rows import activation_batches
@@ -150,17 +149,6 @@ def evaluate_reconstruction(dictionary: Dictionary, data, *, batch_size: int = 4
                               histogram_low=histogram_low, histogram_bins=histogram_bins)
     return ReconstructionResult(config=config, dictionary=dictionary.config.to_dict(), n_tokens=totals.rows,
                                 density=density, **totals.metrics())
-
-
-@contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """``module`` in eval mode within the block (batch top-k uses its threshold), restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _check_config(config: ReconstructionConfig) -> None:

@@ -27,9 +27,11 @@ Pair = tuple[Tensor, Tensor]
 def dictionary_sites(dictionary: Dictionary, site: str | None = None) -> tuple[list[str], str | None]:
     """(input sites, output site) of a dictionary: its config's, or ``site`` for an autoencoder."""
     config = dictionary.config
-    crosscoder_sites = config.options.get("sites")
-    if isinstance(crosscoder_sites, list):
-        return list(crosscoder_sites), None
+    if dictionary.n_sites > 1:
+        if None in dictionary.sites:
+            raise MonosemanticError(f"this {config.arch} dictionary records no sites (its 'sites' option); "
+                                    "pass [rows, sites, width] tensors instead of a model's windows")
+        return [str(s) for s in dictionary.sites], None
     site_in = site or config.site_in
     if site_in is None:
         raise MonosemanticError(f"the {config.arch} dictionary's config names no site; pass site='blocks.L.kind' "

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data import storable_mask, text_source
-from ..dictionaries import Dictionary
+from ..data import check_windows, storable_mask, text_source
+from ..dictionaries import Dictionary, require_single_site
 from ..errors import MonosemanticError
-from ..models import splice
-from .metrics import eval_mode
+from ..models import eval_mode, splice
 from .results import Result, ratio
-from .windows import check_windows, corpus_windows, fingerprint
+from .windows import corpus_windows, fingerprint
 
 RUNS = ("clean", "spliced", "zero", "mean")
 
@@ -159,9 +158,7 @@ def _windows(lm, windows_WS: Tensor | None, *, corpus, n_windows: int, context_l
 def splice_sites(lm, dictionary: Dictionary, site: str | tuple[str, str] | None = None) -> tuple[str, str]:
     """(input site, output site) to splice at, checked against the model's widths."""
     config = dictionary.config
-    if isinstance(config.options.get("sites"), list) or config.options.get("n_sources") is not None:
-        raise MonosemanticError("splice evaluation of crosscoders (several sites at once) is not supported; "
-                                "evaluate their reconstruction with evaluate_reconstruction")
+    require_single_site(dictionary, "splice evaluation", "evaluate its reconstruction with evaluate_reconstruction")
     if isinstance(site, tuple):
         if len(site) != 2 or not all(isinstance(s, str) for s in site):
             raise MonosemanticError(f"site={site!r} is invalid; expected a name or a pair (site_in, site_out)")

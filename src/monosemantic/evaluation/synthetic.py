@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
+from ..training.layout import Batch, Layout
 from .compare import decoder_directions
 from .results import Result, ratio
 
@@ -279,15 +280,11 @@ class SyntheticSource:
     """
 
     def __init__(self, model: SyntheticModel, seed: int = 0):
-        from ..training.layout import Layout  # the training package is not needed to evaluate
-
         _integer("source seed", seed, 0)
         self.model, self.seed = model, seed
         self.layout = Layout((model.d_model,), None, "synthetic model")
 
     def batches(self, batch_size: int, *, seed: int, start_step: int = 0):
-        from ..training.layout import Batch
-
         step = start_step
         while True:
             codes_NG = self.model.draw_codes(batch_size, _generator(self.seed, _TRAIN, seed, step))

@@ -64,16 +64,6 @@ def store_windows(store, *, n_windows: int | None = None, split: str = "holdout"
     return torch.cat(kept)[:n_windows]
 
 
-def check_windows(windows_WS) -> Tensor:
-    """``windows_WS`` as an int64 ``[W, S]`` tensor with ``S >= 2`` (a next token to predict)."""
-    if not isinstance(windows_WS, Tensor) or windows_WS.ndim != 2 or windows_WS.is_floating_point() \
-            or windows_WS.shape[0] < 1 or windows_WS.shape[1] < 2:
-        got = tuple(windows_WS.shape) if isinstance(windows_WS, Tensor) else type(windows_WS).__name__
-        raise MonosemanticError(f"token windows must be an integer [windows, positions] tensor with at least 2 "
-                                f"positions; got {got}; stack token_windows(...) with torch.stack")
-    return windows_WS.long()
-
-
 def fingerprint(windows_WS: Tensor) -> str:
     """A short sha256 of the token ids, so a result records exactly which windows it scored."""
     return hashlib.sha256(windows_WS.to("cpu", torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]

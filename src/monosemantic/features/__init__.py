@@ -4,18 +4,15 @@
   (top and quantile examples, negatives, histograms, density, logit effects, input tokens), saved
   as a folder and loaded back without the model.
 - :func:`prompt_view`: the top features (and, beside them, the top raw neurons) of one prompt,
-  rendered in the terminal (:func:`render_terminal`) or as HTML (:func:`render_html`);
-  :func:`token_spans_html` is the coloured-token markup the dashboards share.
+  rendered in the terminal (:func:`render_terminal`); its HTML page is ``viz.prompt_html``.
 - :func:`write_explanations`: explanations and scores stored beside the feature data.
 """
 
 from .analysis import analyze_features
 from .data import Example, FeatureData, dictionary_fingerprint
 from .explanations import read_explanations, write_explanations
-from .html import act_colour, token_spans_html
 from .prompt import PromptView, ViewRow, prompt_view
-from .render import render_html, render_terminal
+from .terminal import render_terminal
 
-__all__ = ["Example", "FeatureData", "PromptView", "ViewRow", "act_colour", "analyze_features",
-           "dictionary_fingerprint", "prompt_view", "read_explanations", "render_html", "render_terminal",
-           "token_spans_html", "write_explanations"]
+__all__ = ["Example", "FeatureData", "PromptView", "ViewRow", "analyze_features", "dictionary_fingerprint",
+           "prompt_view", "read_explanations", "render_terminal", "write_explanations"]

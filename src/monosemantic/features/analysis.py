@@ -32,9 +32,12 @@ import math
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..data import storable_mask
+from ..data import check_windows, storable_mask
+from ..dictionaries import require_single_site
 from ..errors import MonosemanticError
+from ..models import eval_mode
 from .counting import DoublingHistogram, InputTokenCounter, range_bin
 from .data import FORMAT, FORMAT_VERSION, FeatureData, dictionary_fingerprint
 from .logits import logit_effects
@@ -174,9 +177,7 @@ def _check_settings(settings: dict) -> None:
 def _sites(dictionary, site: str | None) -> tuple[str, str]:
     """(site the codes are read from, site the decoder writes to)."""
     config = dictionary.config
-    if dictionary.W_dec.ndim != 2:
-        raise MonosemanticError(f"feature analysis reads one site, but this {config.arch} dictionary reads several; "
-                                "analyse a single-site dictionary")
+    require_single_site(dictionary, "feature analysis")
     site_in = site or config.site_in
     if site_in is None:
         raise MonosemanticError("the dictionary's config names no site; pass site='blocks.L.kind' (--site)")
@@ -207,11 +208,6 @@ def analyze_features(lm, dictionary, windows_WS, *, site=None, n_top=20, n_quant
     ``site`` defaults to the dictionary's input site; memory is bounded by the settings and the
     number of latents, not by the number of windows. Deterministic for a ``seed``.
     """
-    from tqdm.auto import tqdm
-
-    from ..evaluation.metrics import eval_mode
-    from ..evaluation.windows import check_windows
-
     settings = {"n_top": n_top, "n_quantiles": n_quantiles, "per_quantile": per_quantile, "n_negative": n_negative,
                 "context_tokens": context_tokens, "n_logits": n_logits, "batch_size": batch_size,
                 "n_input_tokens": n_input_tokens, "histogram_bins": histogram_bins}

@@ -27,6 +27,8 @@ from torch import Tensor
 
 from ..errors import MonosemanticError
 from ..folders import replacing_folder
+from .explanations import read_explanations
+from .folder import is_feature_folder, not_a_feature_folder
 
 FORMAT = "monosemantic-features"
 FORMAT_VERSION = 1
@@ -61,15 +63,6 @@ def dictionary_fingerprint(dictionary) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _is_feature_folder(folder: Path) -> bool:
-    return (folder / "features.json").is_file()
-
-
-def _not_a_folder(folder: Path, why: str) -> MonosemanticError:
-    return MonosemanticError(f"{folder} is not a feature folder ({why}); expected the output of "
-                             "`monosemantic features DICTIONARY` (features.json, latents.safetensors, ...)")
 
 
 class FeatureData:
@@ -196,8 +189,6 @@ class FeatureData:
     def _latent_entry(self, latent: int) -> dict | None:
         self._check(latent)
         if self._explanations is None:
-            from .explanations import read_explanations
-
             self._explanations = read_explanations(self.folder) if self.folder is not None else {}
         return self._explanations.get("latents", {}).get(str(latent))
 
@@ -221,12 +212,12 @@ class FeatureData:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        if not _is_feature_folder(folder):
-            raise _not_a_folder(folder, "no features.json")
+        if not is_feature_folder(folder):
+            raise not_a_feature_folder(folder, "no features.json")
         try:
             meta = json.loads((folder / "features.json").read_text())
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise _not_a_folder(folder, "features.json is not feature meta")
+                raise not_a_feature_folder(folder, "features.json is not feature meta")
             if int(meta.get("format_version", 0)) > FORMAT_VERSION:
                 raise MonosemanticError(f"{folder} has feature format {meta['format_version']}; this monosemantic "
                                         f"reads up to {FORMAT_VERSION}; upgrade monosemantic")
@@ -236,7 +227,8 @@ class FeatureData:
         except (OSError, ValueError, KeyError, SafetensorError) as e:
             if isinstance(e, MonosemanticError):
                 raise
-            raise _not_a_folder(folder, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise not_a_feature_folder(folder, f"{type(e).__name__}: {first}") from None
         return cls(meta, windows, tables, strings, folder=folder)
 
     def save(self, folder) -> None:
@@ -244,7 +236,7 @@ class FeatureData:
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        if folder.exists() and not _is_feature_folder(folder) and any(folder.iterdir()):
+        if folder.exists() and not is_feature_folder(folder) and any(folder.iterdir()):
             raise MonosemanticError(f"{folder} exists and is not a feature folder; refusing to replace it; "
                                     "choose another --out")
         with replacing_folder(folder) as staging:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import MonosemanticError
-from .data import _is_feature_folder, _not_a_folder
+from .folder import is_feature_folder, not_a_feature_folder
 
 
 def read_explanations(folder) -> dict:
@@ -39,8 +39,8 @@ def write_explanations(folder, explanations: dict[int, str], scores: dict[int, d
     the explanations are about) that is not the folder's, and an existing file written for another dictionary.
     """
     folder = Path(folder)
-    if not _is_feature_folder(folder):
-        raise _not_a_folder(folder, "no features.json")
+    if not is_feature_folder(folder):
+        raise not_a_feature_folder(folder, "no features.json")
     meta = json.loads((folder / "features.json").read_text())
     ours = meta.get("fingerprint")
     if fingerprint is not None and fingerprint != ours:

@@ -9,7 +9,7 @@ Codes of a sparse dictionary are non-negative, where the two rankings agree.
 
 Positions the dictionary never trains on (position 0, the attention sink, and special tokens;
 ``data.storable_mask``) are not analysed: they count in no sum and show activation 0, as in
-the feature analysis. Render with :func:`.render.render_terminal` or :func:`.render.render_html`.
+the feature analysis. Render with :func:`.terminal.render_terminal` or ``viz.prompt_html``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from torch import Tensor
 
 from ..data import storable_mask
 from ..errors import MonosemanticError
+from ..models import eval_mode
+from .analysis import _sites
 
 
 class ViewRow(NamedTuple):
@@ -68,9 +70,6 @@ def prompt_tokens(lm, prompt: str) -> Tensor:
 def prompt_view(lm, dictionary, prompt: str, *, top_n: int = 10, site: str | None = None,
                 skip_first: bool = True) -> PromptView:
     """The top ``top_n`` features of ``prompt`` and, beside them, the top ``top_n`` raw neurons of the site."""
-    from ..evaluation.metrics import eval_mode
-    from .analysis import _sites
-
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise MonosemanticError(f"top_n={top_n!r} is invalid; expected a positive integer, e.g. 10")
     site_in, _ = _sites(dictionary, site)

@@ -6,7 +6,8 @@ is detected from the files present), from a local folder or a Hugging Face repo;
 sparsify or native folders. Conversions are exact: a loaded dictionary's ``encode``/``decode``
 give the other library's outputs (pinned by tests on files the libraries wrote themselves).
 Site names are translated by :mod:`.sites`; features are exported for Neuronpedia by
-:mod:`.neuronpedia`.
+:mod:`.neuronpedia`. Formats are found, read and written through the table in :mod:`.registry`;
+how each of our architectures appears in each format is one row of :mod:`.architectures`.
 """
 
 from .detect import FORMATS, detect_format

@@ -5,14 +5,14 @@ format                 files
 =====================  ==============================================
 native                 config.json + weights.safetensors
 saelens                cfg.json + sae_weights.safetensors
-sparsify               cfg.json + sae.safetensors
 dictionary_learning    ae.pt (+ config.json)
+sparsify               cfg.json + sae.safetensors
 openai                 a ``.pt`` file given directly (e.g. ``5.pt``)
 =====================  ==============================================
 
-A folder matching none of these, or several, is an error that lists what was found. A sparsify
-run folder (one sub-folder per hookpoint) is recognised and its hookpoints are named, so the
-caller can pass ``subfolder=``.
+The table lives in :mod:`.registry`. A folder matching none of these, or several, is an error
+that lists what was found. A sparsify run folder (one sub-folder per hookpoint) is recognised
+and its hookpoints are named, so the caller can pass ``subfolder=``.
 """
 
 from __future__ import annotations
@@ -21,28 +21,26 @@ from pathlib import Path
 
 from ..errors import MonosemanticError
 from .common import list_files
+from .registry import REGISTRY, format_named, format_of_file, readable
+from .sparsify import hookpoints
 
-FORMATS = ("native", "saelens", "dictionary_learning", "sparsify", "openai")
-_SIGNATURES = {
-    "native": ("config.json", "weights.safetensors"),
-    "saelens": ("cfg.json", "sae_weights.safetensors"),
-    "sparsify": ("cfg.json", "sae.safetensors"),
-    "dictionary_learning": ("ae.pt",),
-}
+FORMATS = readable()
 
 
 def detect_format(path: Path) -> str:
     """The format of ``path``; MonosemanticError naming the files found when it is unknown or ambiguous."""
     if path.is_file():
-        if path.name == "ae.pt":
-            return "dictionary_learning"
-        if path.suffix == ".pt":
-            return "openai"
-        raise MonosemanticError(f"{path} is a file that is not a .pt checkpoint; pass the folder holding the "
-                                f"dictionary (found in {path.parent}: {list_files(path.parent)})")
+        fmt = format_of_file(path)
+        if fmt is not None:
+            return fmt.name
+        patterns = ", ".join(f.file_name for f in REGISTRY.values() if f.file_name)
+        raise MonosemanticError(f"{path} is a file that is not a .pt checkpoint (files read directly: {patterns}); "
+                                f"pass the folder holding the dictionary (found in {path.parent}: "
+                                f"{list_files(path.parent)})")
     if not path.is_dir():
         raise MonosemanticError(f"{path} does not exist")
-    matches = [name for name, files in _SIGNATURES.items() if all((path / f).is_file() for f in files)]
+    matches = [fmt.name for fmt in REGISTRY.values()
+               if not fmt.single_file and all((path / f).is_file() for f in fmt.files)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -52,30 +50,27 @@ def detect_format(path: Path) -> str:
 
 
 def _unknown(path: Path):
-    from .sparsify import hookpoints
-
     points = hookpoints(path)
     if points:
         raise MonosemanticError(f"{path} is a sparsify run with hookpoints {', '.join(points)}; pass "
                                 f"subfolder= (--subfolder) with one of them")
-    saved = sorted({p.parent.relative_to(path).as_posix() for pattern in ("*/cfg.json", "*/config.json", "*/ae.pt")
-                    for p in path.glob(pattern)})
+    patterns = sorted({f"*/{name}" for fmt in REGISTRY.values() for name in fmt.files[:1]})
+    saved = sorted({p.parent.relative_to(path).as_posix() for pattern in patterns for p in path.glob(pattern)})
     hint = f"; dictionaries may be in sub-folders {', '.join(saved[:10])} (pass subfolder=)" if saved else ""
-    expected = "; ".join(f"{name}: {' + '.join(files)}" for name, files in _SIGNATURES.items())
+    expected = "; ".join(f"{fmt.name}: {fmt.describe()}" for fmt in REGISTRY.values())
     raise MonosemanticError(f"cannot tell the format of {path}: found {list_files(path)}; expected one of "
-                            f"{expected}; openai: a .pt file{hint}")
+                            f"{expected}{hint}")
 
 
-def check_files(path: Path, fmt: str) -> None:
-    """MonosemanticError if ``path`` lacks the files of ``fmt`` (an explicitly chosen format)."""
-    if fmt not in FORMATS:
-        raise MonosemanticError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if fmt == "openai":
+def check_files(path: Path, name: str) -> None:
+    """MonosemanticError if ``path`` lacks the files of format ``name`` (an explicitly chosen format)."""
+    fmt = format_named(name)
+    if fmt.single_file:
         if not path.is_file():
-            raise MonosemanticError(f"the openai format is one .pt file; {path} is not a file")
+            raise MonosemanticError(f"the {name} format is one {fmt.file_name} file; {path} is not a file")
         return
     folder = path.parent if path.is_file() else path
-    missing = [f for f in _SIGNATURES[fmt] if not (folder / f).is_file()]
+    missing = [f for f in fmt.files if not (folder / f).is_file()]
     if missing:
-        raise MonosemanticError(f"{folder} is not a {fmt} folder: missing {', '.join(missing)}; found "
+        raise MonosemanticError(f"{folder} is not a {name} folder: missing {', '.join(missing)}; found "
                                 f"{list_files(folder)}")

@@ -1,15 +1,22 @@
 """A dictionary's inference computation, independent of who wrote it.
 
 Every format stores some subset of: an affine encoder (optionally centring inputs by ``b_dec``),
-one of four activations, an affine decoder and an optional skip path. :class:`Inference` holds
-exactly that (our row-vector layout, float32), :func:`inference_of` reads it from one of our
-dictionaries and :func:`dictionary_from_inference` builds one of ours from it. The converters
-only translate names and layouts to and from this form.
+one of five activations, an affine decoder and an optional skip path. :class:`Inference` holds
+exactly that (our row-vector layout, float32) together with the architecture of ours it is, and
+:func:`inference_of` reads it from one of our dictionaries and :func:`dictionary_from_inference`
+builds one of ours from it. Which activation, threshold tensor and options each architecture
+has comes from its row in :mod:`.architectures`; the converters only translate names and
+layouts to and from this form.
 
 Activations: ``relu``; ``topk`` (the k largest pre-activations per row, then ReLU); ``jumprelu``
 (``relu(pre) * (pre > threshold)``, per-latent thresholds); ``gated`` (``b_gate``, ``b_mag``,
 ``r_mag`` instead of ``b_enc``); ``threshold`` (a BatchTopK dictionary at inference: one
 threshold for every latent, ``k`` and matryoshka ``group_sizes`` kept for training).
+
+Fields a format stores that ours have no place for (SAELens's ``prepend_bos``, ``context_size``,
+``neuronpedia_id``, ...) travel in ``Inference.metadata`` (format name -> fields) and are kept on
+the loaded dictionary as its ``format_metadata`` attribute, so writing that format again keeps
+them. They live in memory only: a native save does not store them.
 """
 
 from __future__ import annotations
@@ -21,27 +28,40 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary, DictionaryConfig, dictionary_from_config
 from ..errors import MonosemanticError
+from .architectures import ARCHITECTURES, exportable
 
 ACTIVATIONS = ("relu", "topk", "jumprelu", "gated", "threshold")
-_SOURCE_ARCHS = {"relu": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated",
-                 "batchtopk": "threshold", "matryoshka": "threshold"}
+FORMAT_METADATA = "format_metadata"  # the dictionary attribute holding Inference.metadata
+# Our tensors that the form holds under the same names (thresholds are translated, see _THRESHOLDS).
+_SHARED_TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip", "b_gate", "b_mag", "r_mag")
 
 
 @dataclass(frozen=True)
 class Inference:
     """What a dictionary computes at inference, in our layout (see the module docstring)."""
 
-    activation: str  # one of ACTIVATIONS
+    arch: str  # the architecture of ours it is: a key of architectures.ARCHITECTURES
     tensors: dict[str, Tensor]  # float32: W_enc [D,F], b_enc [F] (not gated), W_dec [F,O], b_dec [O],
     #                             W_skip [O,D], threshold [F] (jumprelu) or [] (threshold), b_gate/b_mag/r_mag [F]
     centred: bool  # whether inputs are centred by b_dec before encoding
-    k: int | None = None  # topk and threshold (BatchTopK's training k)
     input_norm: str = "none"  # see dictionaries/input_norm.py
-    group_sizes: list[int] | None = None  # matryoshka groups (threshold activation only)
     site_in: str | None = None
     site_out: str | None = None
     model: str | None = None
-    options: dict = field(default_factory=dict)  # further options of our architecture (e.g. relu's L1 weighting)
+    options: dict = field(default_factory=dict)  # the architecture's options that formats keep (k, group_sizes, ...)
+    metadata: dict = field(default_factory=dict)  # format name -> fields of that format kept for writing it again
+
+    @property
+    def activation(self) -> str:
+        return ARCHITECTURES[self.arch].activation
+
+    @property
+    def k(self) -> int | None:
+        return self.options.get("k")
+
+    @property
+    def group_sizes(self) -> list[int] | None:
+        return self.options.get("group_sizes")
 
     @property
     def d_in(self) -> int:
@@ -64,28 +84,28 @@ class Inference:
         return self.skip or self.d_out != self.d_in or (self.site_out is not None and self.site_out != self.site_in)
 
 
+# our threshold tensor -> (to the form's threshold, back to ours). relu(pre) * (pre > t) keeps nothing
+# below 0, so a negative threshold acts as 0 does; our BatchTopK's 0 means "not yet estimated" and
+# at inference keeps every positive pre-activation, as 0 does.
+_THRESHOLDS = {
+    "log_threshold": (torch.exp, lambda t: t.clamp_min(0.0).log()),
+    "threshold": (lambda t: t.clamp_min(0.0), lambda t: t.clamp_min(0.0).reshape(())),
+}
+
+
 def inference_of(dictionary: Dictionary, fmt: str) -> Inference:
     """The inference form of one of our dictionaries; MonosemanticError if ``fmt`` cannot hold its architecture."""
-    arch = dictionary.config.arch
-    if arch not in _SOURCE_ARCHS:
-        raise MonosemanticError(f"a {arch!r} dictionary cannot be exported to {fmt}: it stores "
-                                f"{', '.join(sorted(_SOURCE_ARCHS))} dictionaries; save it with --to native")
+    config = dictionary.config
+    row = exportable(config.arch, fmt)
     state = {name: t.detach().to("cpu", torch.float32).clone()
              for name, t in dictionary.state_dict().items() if t.is_floating_point()}
-    activation = _SOURCE_ARCHS[arch]
-    tensors = {name: state[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip",
-                                              "b_gate", "b_mag", "r_mag") if name in state}
-    options = dictionary.options
-    if arch == "jumprelu":
-        tensors["threshold"] = state["log_threshold"].exp()
-    if activation == "threshold":
-        # 0 means "not yet estimated"; at inference it keeps every positive pre-activation, like 0 does.
-        tensors["threshold"] = state["threshold"].clamp_min(0.0)
-    extra = {"weight_l1_by_decoder_norm": True} if arch == "relu" and options["weight_l1_by_decoder_norm"] else {}
-    config = dictionary.config
-    return Inference(activation, tensors, options["apply_b_dec_to_input"], options.get("k"), options["input_norm"],
-                     options.get("group_sizes") if arch == "matryoshka" else None,
-                     config.site_in, config.site_out, config.model, extra)
+    tensors = {name: state[name] for name in _SHARED_TENSORS if name in state}
+    if row.threshold is not None:
+        tensors["threshold"] = _THRESHOLDS[row.threshold][0](state[row.threshold])
+    options = {name: dictionary.options[name] for name in row.options if name in dictionary.options}
+    return Inference(config.arch, tensors, dictionary.apply_b_dec_to_input, dictionary.options["input_norm"],
+                     config.site_in, config.site_out, config.model, options,
+                     dict(getattr(dictionary, FORMAT_METADATA, None) or {}))
 
 
 def as_jumprelu(form: Inference) -> Inference:
@@ -93,7 +113,7 @@ def as_jumprelu(form: Inference) -> Inference:
     if form.activation != "threshold":
         return form
     tensors = dict(form.tensors, threshold=form.tensors["threshold"].expand(form.d_sae).clone())
-    return replace(form, activation="jumprelu", tensors=tensors, k=None, group_sizes=None)
+    return replace(form, arch="jumprelu", tensors=tensors, options={})
 
 
 def with_centring(form: Inference, centred: bool) -> Inference:
@@ -120,27 +140,18 @@ def with_centring(form: Inference, centred: bool) -> Inference:
 
 def dictionary_from_inference(form: Inference) -> Dictionary:
     """One of our dictionaries computing ``form`` exactly (in eval mode, float32, on the CPU)."""
+    row = ARCHITECTURES[form.arch]
     t = form.tensors
     options = {"apply_b_dec_to_input": form.centred, "input_norm": form.input_norm, **form.options}
-    state = {name: t[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip", "b_gate", "b_mag", "r_mag")
-             if name in t}
-    if form.activation in ("topk", "threshold"):
-        options["k"] = form.k
-    if form.activation == "jumprelu":
-        arch = "jumprelu"
-        # relu(pre) * (pre > t) keeps nothing below 0, so a threshold below 0 acts as 0 does.
-        state["log_threshold"] = t["threshold"].clamp_min(0.0).log()
-    elif form.activation == "threshold":
-        arch = "matryoshka" if form.group_sizes else "batchtopk"
-        if form.group_sizes:
-            options["group_sizes"] = list(form.group_sizes)
-        state["threshold"] = t["threshold"].clamp_min(0.0).reshape(())
-    else:
-        arch = form.activation
-    config = DictionaryConfig(arch=arch, d_in=form.d_in, d_sae=form.d_sae, d_out=form.d_out, skip=form.skip,
+    state = {name: t[name] for name in _SHARED_TENSORS if name in t}
+    if row.threshold is not None:
+        state[row.threshold] = _THRESHOLDS[row.threshold][1](t["threshold"])
+    config = DictionaryConfig(arch=form.arch, d_in=form.d_in, d_sae=form.d_sae, d_out=form.d_out, skip=form.skip,
                               site_in=form.site_in, site_out=form.site_out, model=form.model, options=options)
     dictionary = dictionary_from_config(config)
     with torch.no_grad():
         for name, tensor in state.items():
             getattr(dictionary, name).copy_(tensor)
+    if form.metadata:
+        setattr(dictionary, FORMAT_METADATA, {fmt: dict(fields) for fmt, fields in form.metadata.items()})
     return dictionary.eval()

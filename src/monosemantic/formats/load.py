@@ -4,6 +4,7 @@
 ``load_dictionary("org/repo", subfolder="layers.6")`` (a Hugging Face repo id when no such
 local path exists: fetched with ``huggingface_hub.snapshot_download``, honouring
 ``HF_HUB_OFFLINE``). ``save_dictionary_as(dictionary, folder, to="saelens")`` writes one.
+Both dispatch through the format table in :mod:`.registry`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import os
 import re
 from pathlib import Path
 
-from ..dictionaries import Dictionary, load_dictionary_native, save_dictionary
+from .. import baselines  # noqa: F401  (registers identity, pca, ica, ...: saved baselines load here)
+from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
-from .detect import FORMATS, check_files, detect_format
+from .common import list_files
+from .detect import check_files, detect_format
+from .registry import REGISTRY, writable
 
-WRITABLE = ("native", "saelens", "dictionary_learning", "sparsify")
+WRITABLE = writable()
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -31,29 +35,14 @@ def load_dictionary(path_or_repo_id: str | os.PathLike, subfolder: str | None = 
     path = _resolve(path_or_repo_id, subfolder)
     if format is not None:
         check_files(path, format)
-    fmt = format or detect_format(path)
-    if input_scale is not None and fmt != "saelens":
-        raise MonosemanticError(f"input_scale applies to SAELens folders only; {path} is {fmt}")
-    folder = path.parent if path.is_file() and fmt != "openai" else path
-    if fmt == "native":
-        dictionary = load_dictionary_native(folder)
-    elif fmt == "saelens":
-        from .saelens import load_saelens
-
-        dictionary = load_saelens(folder, input_scale=input_scale)
-    elif fmt == "dictionary_learning":
-        from .dictionary_learning import load_dictionary_learning
-
-        dictionary = load_dictionary_learning(folder)
-    elif fmt == "sparsify":
-        from .sparsify import load_sparsify
-
-        dictionary = load_sparsify(folder)
-    else:
-        from .openai import load_openai
-
-        dictionary = load_openai(path)
-    return dictionary.to(device).eval()
+    fmt = REGISTRY[format or detect_format(path)]
+    options = {"input_scale": input_scale} if input_scale is not None else {}
+    for name in options.keys() - set(fmt.load_options):
+        takers = [f.name for f in REGISTRY.values() if name in f.load_options]
+        raise MonosemanticError(f"{name} applies to {' and '.join(takers)} folders only; {path} is {fmt.name}")
+    # Folder formats are read from their folder even when given one of its files.
+    target = path.parent if path.is_file() and not fmt.single_file else path
+    return fmt.load(target, **options).to(device).eval()
 
 
 def _resolve(path_or_repo_id: str | os.PathLike, subfolder: str | None) -> Path:
@@ -67,8 +56,6 @@ def _resolve(path_or_repo_id: str | os.PathLike, subfolder: str | None) -> Path:
     if subfolder:
         path = path / subfolder
         if not path.exists():
-            from .common import list_files
-
             raise MonosemanticError(f"{path_or_repo_id} has no {subfolder!r}; found {list_files(path.parent)}")
     return path
 
@@ -93,19 +80,8 @@ def _download(repo_id: str, subfolder: str | None) -> Path:
 def save_dictionary_as(dictionary: Dictionary, folder: str | os.PathLike, to: str = "native", *,
                        overwrite: bool = False) -> Path:
     """Write ``dictionary`` to ``folder`` in format ``to`` (one of WRITABLE); returns the folder."""
-    if to == "native":
-        return save_dictionary(dictionary, folder, overwrite=overwrite)
-    if to == "saelens":
-        from .saelens import save_saelens
-
-        return save_saelens(dictionary, folder, overwrite=overwrite)
-    if to == "dictionary_learning":
-        from .dictionary_learning import save_dictionary_learning
-
-        return save_dictionary_learning(dictionary, folder, overwrite=overwrite)
-    if to == "sparsify":
-        from .sparsify import save_sparsify
-
-        return save_sparsify(dictionary, folder, overwrite=overwrite)
-    readable = f" ({to} is read-only here)" if to in FORMATS else ""
-    raise MonosemanticError(f"cannot write format {to!r}{readable}; expected one of {', '.join(WRITABLE)}")
+    fmt = REGISTRY.get(to) if isinstance(to, str) else None
+    if fmt is None or fmt.save is None:
+        readable = f" ({to} is read-only here)" if fmt is not None else ""
+        raise MonosemanticError(f"cannot write format {to!r}{readable}; expected one of {', '.join(WRITABLE)}")
+    return fmt.save(dictionary, folder, overwrite=overwrite)

@@ -26,6 +26,7 @@ import torch
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
+from ..features import dictionary_fingerprint
 from .common import json_writer
 
 N_NEURONS = 10
@@ -88,8 +89,6 @@ def export_neuronpedia(features, dictionary: Dictionary, folder: str | os.PathLi
                                 f"{dictionary.d_sae}; pass the dictionary the features were analysed with")
     fingerprint = features.meta.get("fingerprint")
     if fingerprint is not None:
-        from ..features import dictionary_fingerprint
-
         if dictionary_fingerprint(dictionary) != fingerprint:
             raise MonosemanticError("the feature data was made with a different dictionary (fingerprints differ); "
                                     "pass the dictionary the features were analysed with")

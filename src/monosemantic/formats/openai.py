@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
+from .architectures import arch_reading, names_read
 from .common import check_names, checked
 from .dictionary_learning import read_torch_file
 from .inference import Inference, dictionary_from_inference
@@ -61,9 +62,12 @@ def load_openai(path: str | os.PathLike) -> Dictionary:
                "W_dec": checked(where, tensors, "decoder.weight", (D, F)).T.contiguous(),
                "b_dec": checked(where, tensors, "pre_bias", (D,))}
     site = _site(path)
-    if activation == "ReLU":
-        form = Inference("relu", weights, True, None, "none", None, site, site, _model(path, site))
-    elif activation == "TopK":
+    arch = arch_reading("openai", activation) if isinstance(activation, str) else None
+    if arch is None:
+        raise MonosemanticError(f"{where}: activation {activation!r} is not supported; expected "
+                                f"{' or '.join(names_read('openai'))}")
+    options, input_norm = {}, "none"
+    if activation == "TopK":
         if not isinstance(act_state, dict) or not isinstance(act_state.get("k"), int):
             raise MonosemanticError(f"{where}: a TopK checkpoint needs activation_state_dict with an integer k; "
                                     f"got {act_state!r}")
@@ -71,9 +75,8 @@ def load_openai(path: str | os.PathLike) -> Dictionary:
             raise MonosemanticError(f"{where}: TopK with postact_fn={act_state.get('postact_fn')!r} is not "
                                     "supported (only ReLU)")
         # The library turns normalisation on exactly for TopK checkpoints.
-        form = Inference("topk", weights, True, act_state["k"], "layer_norm", None, site, site, _model(path, site))
-    else:
-        raise MonosemanticError(f"{where}: activation {activation!r} is not supported; expected ReLU or TopK")
+        options, input_norm = {"k": act_state["k"]}, "layer_norm"
+    form = Inference(arch, weights, True, input_norm, site, site, _model(path, site), options)
     return dictionary_from_inference(form)
 
 

@@ -12,6 +12,13 @@ Semantics handled exactly: ``apply_b_dec_to_input``; ``normalize_activations`` o
 ``activation_scaler.json`` or ``input_scale=``, as SAELens folds it); topk's
 ``rescale_acts_by_decoder_norm`` (folded, as SAELens does on its inference save); the legacy
 ``scaling_factor`` tensor (folded into ``W_dec``). Anything else is refused with the reason.
+Which SAELens architecture each of ours becomes, and back, is in :mod:`.architectures`.
+
+Metadata fields that ours have no place for (``prepend_bos``, ``context_size``,
+``neuronpedia_id``, ``dataset_path``, ...) and ``reshape_activations`` are kept on the loaded
+dictionary and written again when it is saved as SAELens (see :mod:`.inference`); the model and
+hook names are written from ours where ours has them (a ``hook_z`` hook has no site here, so
+its name is kept as read).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from safetensors.torch import save_file
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
 from . import sites
+from .architectures import ARCHITECTURES, arch_reading, exportable, names_read
 from .common import (
     check_names,
     checked,
@@ -48,13 +56,6 @@ WEIGHTS_NAME = "sae_weights.safetensors"
 SCALER_NAME = "activation_scaler.json"
 WRITTEN_VERSION = "6.0.0"  # the cfg layout we write; SAELens upgrades configs that claim less than 6
 
-# SAELens architecture -> (our activation, transcoder, skip)
-_ARCHS = {
-    "standard": ("relu", False, False), "topk": ("topk", False, False), "jumprelu": ("jumprelu", False, False),
-    "gated": ("gated", False, False), "transcoder": ("relu", True, False), "skip_transcoder": ("relu", True, True),
-    "jumprelu_transcoder": ("jumprelu", True, False), "jumprelu_skip_transcoder": ("jumprelu", True, True),
-    "batchtopk": ("threshold", False, False), "matryoshka_batchtopk": ("threshold", False, False),
-}
 _METADATA_KEYS = {"model_name", "hook_name", "model_class_name", "hook_head_index", "model_from_pretrained_kwargs",
                   "prepend_bos", "exclude_special_tokens", "neuronpedia_id", "context_size", "seqpos_slice",
                   "dataset_path", "sae_lens_version", "sae_lens_training_version", "hook_name_out",
@@ -104,10 +105,12 @@ def load_saelens(folder: str | os.PathLike, *, input_scale: float | None = None)
     # Weights may be saved in any float dtype; they are read as float32 (exact for bf16 and fp16).
     cfg = upgrade_config(read_json(folder / CFG_NAME, "SAELens cfg.json"))
     arch = cfg.get("architecture", "standard")
-    if arch not in _ARCHS:
+    ours = arch_reading("saelens", arch) if isinstance(arch, str) else None
+    if ours is None:
         raise MonosemanticError(f"{where}: SAELens architecture {arch!r} is not supported; supported: "
-                                f"{', '.join(_ARCHS)}")
-    activation, transcoder, skip = _ARCHS[arch]
+                                f"{', '.join(names_read('saelens'))}")
+    row = ARCHITECTURES[ours]
+    activation, (transcoder, skip) = row.activation, _transcoder_kind(arch)
     # Pre-6.0 configs name the activation; v6 ones imply it by the architecture.
     if cfg.get("activation_fn", "relu") not in ("relu", "topk"):
         raise MonosemanticError(f"{where}: activation_fn {cfg['activation_fn']!r} is not supported (relu and topk "
@@ -124,11 +127,23 @@ def load_saelens(folder: str | os.PathLike, *, input_scale: float | None = None)
     metadata = cfg.get("metadata") or {}
     site_in = sites.to_ours(metadata.get("hook_name"))
     site_out = sites.to_ours(metadata.get("hook_name_out")) if transcoder else site_in
-    k = _k(where, cfg) if activation in ("topk", "threshold") else None
-    group_sizes = _group_sizes(where, cfg, F) if arch == "matryoshka_batchtopk" else None
-    form = Inference(activation, weights, centred, k, input_norm, group_sizes, site_in, site_out,
-                     metadata.get("model_name"))
+    options = {"k": config_int(where, cfg, "k")} if "k" in row.options else {}
+    if "group_sizes" in row.options:
+        options["group_sizes"] = _group_sizes(where, cfg, F)
+    form = Inference(ours, weights, centred, input_norm, site_in, site_out, metadata.get("model_name"), options,
+                     {"saelens": _kept(cfg)})
     return dictionary_from_inference(form)
+
+
+def _kept(cfg: dict) -> dict:
+    """What of ``cfg`` ours has no place for, to write again: metadata (all but the version) and reshaping."""
+    metadata = {key: value for key, value in (cfg.get("metadata") or {}).items() if key != "sae_lens_version"}
+    return {"metadata": metadata, "reshape_activations": cfg.get("reshape_activations", "none")}
+
+
+def _transcoder_kind(arch: str) -> tuple[bool, bool]:
+    """(transcoder, skip) of a SAELens architecture, by SAELens's naming: ``[prefix_][skip_]transcoder``."""
+    return arch.endswith("transcoder"), arch.endswith("skip_transcoder")
 
 
 def _read_weights(where: str, tensors: dict, activation: str, arch: str, D: int, F: int, O: int,
@@ -204,10 +219,6 @@ def _scaler_factor(folder: Path) -> float | None:
     return read_json(folder / SCALER_NAME, "activation scaler").get("scaling_factor")
 
 
-def _k(where: str, cfg: dict) -> int:
-    return config_int(where, cfg, "k")
-
-
 def _group_sizes(where: str, cfg: dict, F: int) -> list[int]:
     widths = cfg.get("matryoshka_widths") or [F]
     if not all(isinstance(w, int) and w > 0 for w in widths) or sorted(widths) != widths or widths[-1] > F:
@@ -220,31 +231,38 @@ def _group_sizes(where: str, cfg: dict, F: int) -> list[int]:
 
 
 def saelens_architecture(form: Inference) -> str:
-    """The SAELens architecture that holds ``form`` (already in jumprelu form for BatchTopK)."""
-    if form.is_transcoder:
-        names = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder"}
-        if form.activation not in names:
-            raise MonosemanticError(f"SAELens has no {form.activation} transcoder; it stores relu and jumprelu "
-                                    "transcoders (save with --to native)")
-        name = names[form.activation]
-        return name.replace("transcoder", "skip_transcoder") if form.skip else name
-    return {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}[form.activation]
+    """The SAELens architecture that holds ``form``; MonosemanticError if SAELens has none."""
+    names = exportable(form.arch, "SAELens").saelens
+    name = names[(2 if form.skip else 1) if form.is_transcoder else 0]
+    if name is None:
+        kind = "transcoder" if form.is_transcoder else "autoencoder"
+        held = ", ".join(arch for arch, row in ARCHITECTURES.items() if row.saelens[1])
+        raise MonosemanticError(f"SAELens has no {form.arch} {kind}; it stores transcoders of {held} "
+                                "(save with --to native)")
+    return name
 
 
 def save_saelens(dictionary: Dictionary, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``dictionary`` as a SAELens v6 inference folder."""
-    form = as_jumprelu(inference_of(dictionary, "SAELens"))
+    form = inference_of(dictionary, "SAELens")
     arch = saelens_architecture(form)
+    # SAELens's inference architectures have no shared threshold: BatchTopK's is repeated per latent.
+    form = as_jumprelu(form)
     if form.is_transcoder:
         form = with_centring(form, False)  # SAELens transcoders never centre their input
-    metadata = {"sae_lens_version": WRITTEN_VERSION, "model_name": form.model,
-                "hook_name": sites.from_ours(form.site_in, "transformer_lens") or form.site_in,
-                "hook_head_index": None}
+    kept = form.metadata.get("saelens", {})
+    metadata = {"hook_head_index": None, **kept.get("metadata", {}), "sae_lens_version": WRITTEN_VERSION}
+    # Ours where ours is known; a name read that has no site here (hook_z, hook_resid_mid) is kept.
+    metadata["model_name"] = form.model or metadata.get("model_name")
+    metadata["hook_name"] = sites.from_ours(form.site_in, "transformer_lens") or form.site_in or \
+        metadata.get("hook_name")
     if form.is_transcoder:
-        metadata["hook_name_out"] = sites.from_ours(form.site_out, "transformer_lens") or form.site_out
+        metadata["hook_name_out"] = sites.from_ours(form.site_out, "transformer_lens") or form.site_out or \
+            metadata.get("hook_name_out")
     cfg = {"d_in": form.d_in, "d_sae": form.d_sae, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": form.centred, "normalize_activations": form.input_norm,
-           "reshape_activations": "none", "architecture": arch, "metadata": metadata}
+           "reshape_activations": kept.get("reshape_activations", "none"), "architecture": arch,
+           "metadata": metadata}
     if form.is_transcoder:
         cfg["d_out"] = form.d_out
     if arch == "topk":

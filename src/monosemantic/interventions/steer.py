@@ -40,11 +40,11 @@ def steering_vectors(dictionary, latent: int, *, site: str | None = None) -> dic
     latent = check_latent(dictionary, latent)
     config = dictionary.config
     W_dec = dictionary.W_dec.detach()
-    if W_dec.ndim == 3:  # crosscoder: W_dec [F, S, D], one slice per source site
-        sites = config.options.get("sites")
-        if site is not None or not isinstance(sites, list):
-            raise MonosemanticError("a crosscoder steers at all its source sites at once; it needs its 'sites' option "
-                                    "set and no site= override")
+    if dictionary.n_sites > 1:  # W_dec [F, S, D]: one slice per site
+        sites = dictionary.sites
+        if site is not None or None in sites:
+            raise MonosemanticError(f"a {dictionary.arch} dictionary steers at all its sites at once; it needs its "
+                                    "sites recorded (the 'sites' option) and no site= override")
         return {name: W_dec[latent, s] for s, name in enumerate(sites)}
     target = site or (config.site_out if config.is_transcoder else config.site_in)
     if target is None:

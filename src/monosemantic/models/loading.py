@@ -15,6 +15,7 @@ from ..errors import MonosemanticError
 from .capture import capture
 from .embedded import EMBEDDED_MODELS, embedded_gguf
 from .gguf_cache import converted_folder
+from .random_init import random_init_spec, randomly_initialised
 from .sites import Site, SiteIndex
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -159,8 +160,6 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
     ``device`` may be ``"auto"``; under torchrun, ``"cuda"`` means ``cuda:LOCAL_RANK``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .random_init import random_init_spec, randomly_initialised
 
     if threads:
         torch.set_num_threads(threads)

@@ -30,8 +30,6 @@ def randomly_initialised(lm, seed: int = 0):
     """A :class:`~.loading.LanguageModel` like ``lm`` whose weights are freshly initialised from ``seed``."""
     from transformers import AutoModelForCausalLM
 
-    from .loading import LanguageModel
-
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MonosemanticError(f"random-init seed {seed!r} is invalid; expected an integer >= 0")
     if random_init_spec(lm.name) is not None:
@@ -40,5 +38,6 @@ def randomly_initialised(lm, seed: int = 0):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(lm.model.config, dtype=lm.dtype)
     model.to(lm.device).eval()
-    return LanguageModel(model=model, tokenizer=lm.tokenizer, name=f"{lm.name}{RANDOM_INIT}{seed}",
-                         source=f"random-init:{seed}:{lm.source}")
+    # type(lm): a LanguageModel of the same class; loading.py (which defines it) builds these controls by name.
+    return type(lm)(model=model, tokenizer=lm.tokenizer, name=f"{lm.name}{RANDOM_INIT}{seed}",
+                    source=f"random-init:{seed}:{lm.source}")

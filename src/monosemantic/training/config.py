@@ -32,7 +32,7 @@ class TrainConfig:
     b_dec_init: str = "geometric_median"  # decoder bias from the first rows: geometric_median, mean or zeros
     normalize_activations: bool = True  # train on x * sqrt(d)/mean||x||, folded back into saved weights
     resample_every: int | None = None  # steps between dead-latent resamplings (Bricken et al. 2023); None: off
-    dead_after_tokens: int | None = None  # a latent is dead after this many rows without firing; None: auto
+    dead_after_tokens: int | None = None  # rows without firing that make a latent dead (AuxK, resampling, metrics); None: auto
     log_every: int = 100  # steps between metrics records
     checkpoint_every: int | None = 1000  # steps between checkpoints (with an out_dir); None: only at the end
     seed: int = 0  # data order and resampling
@@ -91,12 +91,17 @@ class TrainConfig:
 
     @property
     def dead_window(self) -> int:
-        """Rows without firing after which a latent counts as dead in the metrics."""
+        """Rows without firing after which a latent is dead: the one definition behind AuxK, resampling
+        and the logged dead fraction."""
         if self.dead_after_tokens is not None:
             return self.dead_after_tokens
-        # 10M rows is the usual window (Gao et al. 2024); a short run gets a fifth of its length
-        # so that the number still says something.
-        return max(self.batch_size, min(10_000_000, self.total_tokens // 5))
+        # 10M rows is the usual window (Gao et al. 2024); a short run gets a fifth of its length,
+        # so that AuxK and the dead fraction act within it.
+        window = min(10_000_000, self.total_tokens // 5)
+        if self.resample_every is not None:
+            # Bricken et al. 2023: silent over the last half of the interval between resamplings.
+            window = min(window, self.resample_every // 2 * self.batch_size)
+        return max(self.batch_size, window)
 
     # ----- JSON --------------------------------------------------------------------------------
 

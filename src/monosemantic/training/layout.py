@@ -32,16 +32,15 @@ class Layout(NamedTuple):
     target_width: int | None  # D_out of transcoder targets; None for autoencoders
     what: str  # how errors name the rows, e.g. "store site 'blocks.6.resid_post'"
 
-
-def expected_input_shape(dictionary: Dictionary) -> tuple[int, ...]:
-    """(d_in,) or, for a dictionary over several sites (crosscoder), (n_sites, d_in)."""
-    n_sites = getattr(dictionary, "n_sites", None)
-    return (dictionary.d_in,) if n_sites is None else (int(n_sites), dictionary.d_in)
+    @property
+    def n_sites(self) -> int:
+        """How many sites a row spans (``Dictionary.n_sites`` of the dictionaries it fits)."""
+        return 1 if len(self.input_shape) == 1 else self.input_shape[0]
 
 
 def check_fits(name: str, dictionary: Dictionary, layout: Layout) -> None:
     """MonosemanticError when ``dictionary`` cannot train on rows shaped as ``layout`` says."""
-    expected = expected_input_shape(dictionary)
+    expected = dictionary.input_shape
     if tuple(layout.input_shape) != expected:
         got, want = _shape_words(layout.input_shape, "width"), _shape_words(expected, "d_in=")
         raise MonosemanticError(f"{layout.what} rows have {got} but dictionary {name!r} expects {want}; "

@@ -39,7 +39,7 @@ class LiveSource:
                 raise MonosemanticError(f"LiveSource {name}={value!r} is invalid; expected an integer >= 1")
         lm.check_context(context_length)
         self.lm, self.corpus = lm, text_source(corpus)
-        self.crosscoder = sites is not None
+        self.multi_site = sites is not None  # rows [N, S, D] over several sites
         wanted = list(sites) if sites is not None else [site_in] + ([site_out] if site_out not in (None, site_in)
                                                                     else [])
         self.sites = lm.resolve_sites(wanted)
@@ -53,7 +53,7 @@ class LiveSource:
     def _layout(self) -> Layout:
         widths = [self.lm.width(s) for s in self.sites]
         what = f"model {self.lm.name} site {self.sites[0]!r}"
-        if self.crosscoder:
+        if self.multi_site:
             if len(self.sites) < 2 or len(set(widths)) != 1:
                 raise MonosemanticError(f"crosscoder sites {self.sites} (widths {widths}) are invalid; expected two "
                                         "or more sites of one width")
@@ -114,6 +114,6 @@ class LiveSource:
         return {s: torch.cat(p).index_select(0, keep) for s, p in parts.items()}
 
     def _batch(self, rows: dict[str, Tensor]) -> Batch:
-        if self.crosscoder:
+        if self.multi_site:
             return Batch(torch.stack([rows[s] for s in self.sites], dim=1), None)
         return Batch(rows[self.sites[0]], rows[self.sites[1]] if len(self.sites) == 2 else None)

@@ -4,8 +4,8 @@ One record per dictionary per log step, in ``metrics.jsonl`` (and Weights & Bias
 
 - ``step``, ``tokens``: updates and rows done, this one included
 - ``name``: the dictionary
-- ``loss``, ``mse``, ``sparsity``, ``aux``: this step's loss terms, before its update, in the
-  training (normalised) space
+- ``loss`` and every named term of the architecture's loss (``mse``, ``sparsity``, ``aux``, ...):
+  this step's values, before its update, in the training (normalised) space
 - ``fvu``: fraction of variance unexplained, mse / the batch's target variance (scale-free)
 - ``l0``: mean number of active latents per row
 - ``dead_fraction``: share of latents that have not fired for ``dead_window`` rows
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,27 +31,34 @@ from ..errors import MonosemanticError
 METRICS_NAME = "metrics.jsonl"
 
 
-def batch_sums(out: LossOutput, target: Tensor) -> Tensor:
-    """float64 ``[6 + D]``: rows, loss, mse, sparsity, aux and l0 summed over rows, sum ||t||^2, sum t."""
+class BatchSums(NamedTuple):
+    """Sums over a batch's rows that add up across processes; ``names`` label the loss terms."""
+
+    names: tuple[str, ...]  # "loss", then the loss's terms in sorted order
+    sums: Tensor  # float64 [len(names) + 3 + D]: rows, one per name, l0, sum ||t||^2, then sum t [D]
+
+
+def batch_sums(out: LossOutput, target: Tensor) -> BatchSums:
+    """The step's loss terms, active latents and target moments, summed over rows."""
     with torch.no_grad():
         rows = target.shape[0]
         t_ND = target.reshape(rows, -1).double()
-        active = out.sparse.values if out.codes is None else out.codes
-        l0 = (active > 0).sum().double()
-        terms = torch.stack([out.loss, out.mse, out.sparsity, out.aux]).detach().double() * rows
-        head = torch.cat([t_ND.new_tensor([rows]), terms, l0[None], t_ND.pow(2).sum()[None]])
-        return torch.cat([head, t_ND.sum(dim=0)])
+        names = ("loss", *sorted(out.terms))
+        terms = torch.stack([out.loss, *(out.terms[n] for n in names[1:])]).detach().double() * rows
+        head = torch.cat([t_ND.new_tensor([rows]), terms, out.active_count().double()[None], t_ND.pow(2).sum()[None]])
+        return BatchSums(names, torch.cat([head, t_ND.sum(dim=0)]))
 
 
-def summarize(sums: Tensor, **fields) -> dict:
+def summarize(batch: BatchSums, **fields) -> dict:
     """A metrics record from (globally summed) :func:`batch_sums` plus the given fields."""
-    sums = sums.cpu()
+    sums, n = batch.sums.cpu(), len(batch.names)
     rows = float(sums[0])
-    loss, mse, sparsity, aux, l0 = (float(v) / rows for v in sums[1:6])
-    mean_D = sums[7:] / rows
-    variance = float(sums[6]) / rows - float(mean_D.pow(2).sum())
-    fvu = mse / variance if variance > 0 else math.nan
-    return {**fields, "loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, "fvu": fvu, "l0": l0}
+    values = {name: float(v) / rows for name, v in zip(batch.names, sums[1:1 + n])}
+    l0 = float(sums[1 + n]) / rows
+    mean_D = sums[3 + n:] / rows
+    variance = float(sums[2 + n]) / rows - float(mean_D.pow(2).sum())
+    fvu = values["mse"] / variance if variance > 0 else math.nan
+    return {**fields, **values, "fvu": fvu, "l0": l0}
 
 
 class MetricsLog:

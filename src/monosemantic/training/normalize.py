@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..dictionaries import Dictionary, scratch
+from ..dictionaries import Dictionary
+from ..kernels import scratch
 from ..errors import MonosemanticError
 from .layout import Batch
 
@@ -62,9 +63,9 @@ def _scale(rows_ND: Tensor, what: str) -> float:
     return math.sqrt(rows_ND.shape[-1]) / mean_norm
 
 
-def estimate_scales(sample: Batch) -> Scales:
-    """The scales that make the sample's mean squared norm about its width (per source for crosscoders)."""
-    if sample.x.ndim == 3:
+def estimate_scales(sample: Batch, n_sites: int = 1) -> Scales:
+    """The scales that make the sample's mean squared norm about its width (per site when rows span several)."""
+    if n_sites > 1:
         # Sources (layers, models) differ in size, and a crosscoder folds one scale per source.
         per_source = tuple(_scale(sample.x[:, s], f"source {s} input") for s in range(sample.x.shape[1]))
         return Scales(per_source, per_source)

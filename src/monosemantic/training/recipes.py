@@ -23,10 +23,10 @@ def _store_setup(source: StoreSource, options: Mapping | None) -> tuple[dict, di
     model = source.store.manifest.settings.model
     recorded = {"model": model.get("name") if isinstance(model, dict) else None}
     options = dict(options or {})
-    if source.mode == "crosscoder":
-        # A crosscoder records its sources in its options; site_in/site_out are for one site.
-        return {**options, "n_sources": len(source.sites), "sites": list(source.sites)}, recorded
-    recorded.update(site_in=source.sites[0], site_out=source.sites[1] if source.mode == "transcoder" else None)
+    if source.layout.n_sites > 1:
+        # A multi-site dictionary records its sites in its options; site_in/site_out are for one site.
+        return {**options, "n_sources": len(source.input_sites), "sites": list(source.input_sites)}, recorded
+    recorded.update(site_in=source.input_sites[0], site_out=source.target_site)
     return options, recorded
 
 

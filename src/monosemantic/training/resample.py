@@ -19,20 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..dictionaries import Dictionary
+from ..dictionaries import Dictionary, require_single_site
 from ..errors import MonosemanticError
 from .layout import Batch
-from .optimizer import moments
-
-# Biases of the encoder side that are set to 0 for a resampled latent (gated uses the last two).
-_ENCODER_BIASES = ("b_enc", "b_gate", "b_mag")
-
+from ..kernels.adam import moments
 
 def check_resamplable(name: str, dictionary: Dictionary) -> None:
     """MonosemanticError, before training starts, for a dictionary this resampling cannot handle."""
-    if dictionary.W_enc.ndim != 2 or dictionary.W_dec.ndim != 2:
-        raise MonosemanticError(f"resampling supports dictionaries with W_enc [D, F] and W_dec [F, D]; {name!r} "
-                                f"({dictionary.arch}) has other shapes; set resample_every=None")
+    require_single_site(dictionary, f"dead-latent resampling (of {name!r})", "set resample_every=None")
 
 
 @torch.no_grad()
@@ -51,10 +45,8 @@ def resample_dead_(dictionary: Dictionary, optimizer: torch.optim.Optimizer, dea
     alive_norm = float(dictionary.W_enc[:, alive_F].norm(dim=0).mean()) if bool(alive_F.any()) else 1.0
     dictionary.W_enc[:, latents] = (_unit_rows(enc_ND) * (0.2 * alive_norm)).T.to(dictionary.W_enc.dtype)
     dictionary.W_dec[latents] = _unit_rows(dec_ND).to(dictionary.W_dec.dtype)
-    for name in _ENCODER_BIASES:
-        bias = getattr(dictionary, name, None)
-        if isinstance(bias, torch.nn.Parameter):
-            bias[latents] = 0
+    for name in dictionary.LATENT_BIASES:
+        getattr(dictionary, name)[latents] = 0
     _reset_moments_(dictionary, optimizer, latents)
     return latents.numel()
 

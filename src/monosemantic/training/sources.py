@@ -93,22 +93,23 @@ class StoreSource:
                  *, sites: Sequence[str] | None = None, split: str = "train", holdout: float = 0.05,
                  buffer_shards: int = 4, partitions: int | None = None):
         self.store = store if isinstance(store, ActivationStore) else ActivationStore(store)
-        self.sites, self.mode = _store_sites(self.store, site_in, site_out, sites)
+        self.input_sites, self.target_site = _store_sites(self.store, site_in, site_out, sites)
+        self.sites = self.input_sites + ([self.target_site] if self.target_site else [])  # every site read
         self.split, self.holdout, self.buffer_shards = split, holdout, buffer_shards
         if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int)
                                        or partitions < 1):
             raise MonosemanticError(f"partitions={partitions!r} is not allowed; expected a positive integer "
                                     "(the number of torchrun processes, or a multiple of it) or None")
         self.partitions = partitions
-        widths = [self.store.width(s) for s in self.sites]
-        what = f"store site {self.sites[0]!r}" if self.mode != "crosscoder" else f"store sites {self.sites}"
-        if self.mode == "crosscoder":
+        widths = [self.store.width(s) for s in self.input_sites]
+        target_width = None if self.target_site is None else self.store.width(self.target_site)
+        if len(self.input_sites) > 1:
             if len(set(widths)) != 1:
-                raise MonosemanticError(f"crosscoder sites {self.sites} have widths {widths}; expected one width "
-                                        "for all; pick sites of the same kind")
-            self.layout = Layout((len(self.sites), widths[0]), None, what)
+                raise MonosemanticError(f"crosscoder sites {self.input_sites} have widths {widths}; expected one "
+                                        "width for all; pick sites of the same kind")
+            self.layout = Layout((len(self.input_sites), widths[0]), None, f"store sites {self.input_sites}")
         else:
-            self.layout = Layout((widths[0],), widths[1] if self.mode == "transcoder" else None, what)
+            self.layout = Layout((widths[0],), target_width, f"store site {self.input_sites[0]!r}")
 
     def describe(self) -> dict:
         """The text and windows these rows come from, so evaluation can find the windows never trained on."""
@@ -164,13 +165,14 @@ class StoreSource:
                                   shuffle=True, buffer_shards=self.buffer_shards, drop_last=True, shards=shards)
 
     def _batch(self, rows: dict[str, Tensor]) -> Batch:
-        if self.mode == "crosscoder":
-            return Batch(torch.stack([rows[s] for s in self.sites], dim=1), None)
-        return Batch(rows[self.sites[0]], rows[self.sites[1]] if self.mode == "transcoder" else None)
+        target = None if self.target_site is None else rows[self.target_site]
+        if len(self.input_sites) > 1:
+            return Batch(torch.stack([rows[s] for s in self.input_sites], dim=1), target)
+        return Batch(rows[self.input_sites[0]], target)
 
 
-def _store_sites(store: ActivationStore, site_in, site_out, sites) -> tuple[list[str], str]:
-    """(sites to read, mode) where mode is autoencoder, transcoder or crosscoder."""
+def _store_sites(store: ActivationStore, site_in, site_out, sites) -> tuple[list[str], str | None]:
+    """(input sites, target site or None for rows that are their own target)."""
     if sites is not None:
         if site_in is not None or site_out is not None:
             raise MonosemanticError("pass either site_in (and site_out) or sites=[...] for a crosscoder, not both")
@@ -179,7 +181,7 @@ def _store_sites(store: ActivationStore, site_in, site_out, sites) -> tuple[list
             raise MonosemanticError(f"crosscoder sites {names} are invalid; expected two or more different sites")
         for s in names:
             store.width(s)  # StoreError naming the store's sites when unknown
-        return names, "crosscoder"
+        return names, None
     if site_in is None:
         if len(store.sites) != 1:
             raise MonosemanticError(f"store {store.path} holds sites {', '.join(store.sites)}; say which to train "
@@ -187,6 +189,6 @@ def _store_sites(store: ActivationStore, site_in, site_out, sites) -> tuple[list
         site_in = store.sites[0]
     store.width(site_in)
     if site_out is None or site_out == site_in:
-        return [site_in], "autoencoder"
+        return [site_in], None
     store.width(site_out)
-    return [site_in, site_out], "transcoder"
+    return [site_in], site_out

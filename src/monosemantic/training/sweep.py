@@ -19,15 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..dictionaries import Dictionary, make_dictionary
+from ..dictionaries import ARCHITECTURES, Dictionary, architecture, make_dictionary
 from ..errors import MonosemanticError
 from .config import TrainConfig
 from .sources import BatchSource
 from .trainer import TrainResult, Trainer
 
-# The option each architecture's sparsity is set by, and its short name in dictionary names.
-SPARSITY_OPTIONS = {"relu": "l1_coeff", "gated": "l1_coeff", "jumprelu": "l0_coeff",
-                    "topk": "k", "batchtopk": "k", "matryoshka": "k"}
+# Short forms of sparsity options in dictionary names; the option itself is the architecture's
+# (Dictionary.sparsity_option).
 _SHORT = {"k": "k", "l1_coeff": "l1_", "l0_coeff": "l0_"}
 # A seeded name: the point's name, then ``_s{seed}``.
 _SEEDED = re.compile(r"^(?P<base>.+)_s(?P<seed>\d+)$")
@@ -45,9 +44,7 @@ class DictionarySpec:
 
 def sparsity_option_of(arch: str, options: Mapping | None = None) -> str | None:
     """The option that sets ``arch``'s sparsity (a crosscoder's depends on its activation)."""
-    if arch == "crosscoder":
-        return "k" if (options or {}).get("activation") == "topk" else "l1_coeff"
-    return SPARSITY_OPTIONS.get(arch)
+    return architecture(arch).sparsity_option(options)
 
 
 def dictionary_name(spec: DictionarySpec, sparsity_option: str | None = None) -> str:
@@ -107,8 +104,9 @@ def sweep_specs(arch: str, *, expansions: Sequence[float], sparsities: Sequence,
     """
     option = sparsity_option or sparsity_option_of(arch, options)
     if option is None:
+        known = {a: cls.sparsity_option(options) for a, cls in ARCHITECTURES.items() if cls.TRAINABLE}
         raise MonosemanticError(f"no known sparsity option for arch {arch!r}; pass sparsity_option= "
-                                f"(known: {', '.join(f'{a}: {o}' for a, o in SPARSITY_OPTIONS.items())})")
+                                f"(known: {', '.join(f'{a}: {o}' for a, o in known.items() if o)})")
     if not expansions or not sparsities:
         raise MonosemanticError("a sweep needs at least one expansion and one sparsity value, e.g. "
                                 "expansions=[4, 8], sparsities=[32, 64]")

@@ -26,18 +26,18 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..dictionaries import Dictionary, save_dictionary
+from ..dictionaries import Dictionary, StepInput, save_dictionary
 from ..errors import MonosemanticError
 from ..models.loading import resolve_device
+from ..processes import join_processes
 from .checkpoint import (CHECKPOINT_NAME, Saved, check_same_run, load_state, load_weights_, read_run, recover,
                          restore_rng, rng_states, save_checkpoint)
 from .config import TrainConfig
-from .distributed import join_replicas
 from .firing import Firing
 from .layout import Batch, check_batch, check_fits
-from .metrics import METRICS_NAME, MetricsLog, batch_sums, summarize
+from .metrics import METRICS_NAME, BatchSums, MetricsLog, batch_sums, summarize
 from .normalize import SAMPLE_ROWS, UNIT, Scales, estimate_scales, folded_copy
-from .optimizer import Adam
+from ..kernels.adam import Adam
 from .resample import check_resamplable, resample_dead_
 from .schedules import lr_factor, sparsity_scale
 from .seeds import generator
@@ -92,7 +92,7 @@ class Trainer:
         self.device = resolve_device(self.config.device)
         describe = getattr(source, "describe", None)
         self.data = describe() if describe is not None else None
-        self.replicas = join_replicas(self.device)
+        self.replicas = join_processes(self.device)
         try:
             slots = self._slots()
             saved, resumed = self._start(source, slots)
@@ -104,17 +104,12 @@ class Trainer:
                     log.close()
             return self._finish(slots, saved, final_checkpoint=resumed != saved.step)
         finally:
-            for dictionary in self.dictionaries.values():
-                if getattr(dictionary, "batch_replicas", None) is not None:
-                    dictionary.batch_replicas = None  # the process group is gone
             self.replicas.close()
 
     def _slots(self) -> list[_Slot]:
         slots = []
         for name, dictionary in self.dictionaries.items():
             dictionary.to(self.device).train()
-            if self.replicas.world > 1 and hasattr(dictionary, "batch_replicas"):
-                dictionary.batch_replicas = self.replicas
             # The fused kernel updates all parameters in one pass (~5x faster than the default
             # on CPU); it exists for floating-point parameters on CPU and CUDA.
             optimizer = Adam(dictionary.parameters(), lr=self.lrs[name], betas=self.config.betas,
@@ -144,15 +139,17 @@ class Trainer:
             bar.close()
         return Saved(step, scales, metrics)
 
-    def _update(self, slot: _Slot, batch: Batch, step: int, logging: bool) -> Tensor | None:
+    def _update(self, slot: _Slot, batch: Batch, step: int, logging: bool) -> BatchSums | None:
         """One optimizer step of one dictionary; the metric sums of the batch when ``logging``."""
         dictionary, optimizer = slot.dictionary, slot.optimizer
         for group in optimizer.param_groups:
             group["lr"] = slot.lr * lr_factor(step, self.config)
         optimizer.zero_grad(set_to_none=True)
         # Dense [N, F] codes are not needed here: firing and L0 are read from sparse codes where given.
-        out = dictionary.loss(batch.x, batch.target, sparsity_scale=sparsity_scale(step, self.config),
-                              dense_codes=False)
+        run_state = StepInput(sparsity_scale=sparsity_scale(step, self.config),
+                              dead_F=slot.firing.dead(self.config.dead_window), reduce=self.replicas,
+                              progress=step / self.config.total_steps, dense_codes=False)
+        out = dictionary.loss(batch.x, batch.target, run_state)
         out.loss.backward()
         self.replicas.average_grads_(dictionary)
         dictionary.project_decoder_grad_()
@@ -163,21 +160,21 @@ class Trainer:
         return batch_sums(out, batch.x if batch.target is None else batch.target) if logging else None
 
     def _resample(self, slots: list[_Slot], batch: Batch, step: int) -> None:
-        window = max(1, self.config.resample_every // 2) * self.config.batch_size
         for slot in slots:
-            dead_F = slot.firing.dead(window)
+            dead_F = slot.firing.dead(self.config.dead_window)
             gen = generator(self.config.seed, "resample", slot.name, step)
             n = resample_dead_(slot.dictionary, slot.optimizer, dead_F, batch, gen, self.replicas)
             slot.firing.reset_(dead_F)
             if n and self.replicas.is_main:
                 tqdm.write(f"step {step}: resampled {n} dead latents of {slot.name}", file=sys.stderr)
 
-    def _record(self, slots: list[_Slot], sums: dict[str, Tensor], step: int, log, bar) -> dict[str, dict]:
+    def _record(self, slots: list[_Slot], sums: dict[str, BatchSums], step: int, log, bar) -> dict[str, dict]:
         """Metrics of this step for every dictionary: written, shown, and returned by name."""
         records = {}
         for slot in slots:
-            record = summarize(self.replicas.sum_(sums[slot.name]), step=step, tokens=step * self.config.batch_size,
-                               name=slot.name)
+            local = sums[slot.name]
+            record = summarize(local._replace(sums=self.replicas.sum_(local.sums)), step=step,
+                               tokens=step * self.config.batch_size, name=slot.name)
             if not math.isfinite(record["loss"]):
                 raise MonosemanticError(f"the loss of dictionary {slot.name!r} became {record['loss']} by step {step}; "
                                         "training diverged; lower its lr (the last checkpoint is intact)")
@@ -239,7 +236,7 @@ class Trainer:
         else:
             for batch in source.batches(config.batch_size, seed=config.seed, start_step=step):
                 check_batch(batch, source.layout, step, config.batch_size)
-                yield replicas.shard(batch)
+                yield Batch(replicas.rows(batch.x), None if batch.target is None else replicas.rows(batch.target))
                 step += 1
 
     def _initialise(self, source: BatchSource, slots: list[_Slot]) -> Saved:
@@ -263,7 +260,7 @@ class Trainer:
                 parts.append(batch)
         sample = Batch(torch.cat([b.x for b in parts]),
                        None if parts[0].target is None else torch.cat([b.target for b in parts]))
-        scales = estimate_scales(sample) if config.normalize_activations else UNIT
+        scales = estimate_scales(sample, source.layout.n_sites) if config.normalize_activations else UNIT
         sample = _to_device(scales.apply(sample), self.device)
         with torch.no_grad():
             for slot in slots:
@@ -282,8 +279,7 @@ class Trainer:
         for slot in slots:
             load_weights_(folder, slot.name, slot.dictionary)
             slot.optimizer.load_state_dict(state["optimizers"][slot.name])
-            if slot.firing.owned:
-                slot.firing.counts_F.copy_(state["firing"][slot.name])
+            slot.firing.counts_F.copy_(state["firing"][slot.name])
         restore_rng(state["rng"])
         return Saved(run["step"], Scales.from_json(run["scale_in"], run["scale_out"]), state["metrics"])
 
@@ -310,7 +306,7 @@ class Trainer:
         if not self.replicas.is_main:
             return
         state = {"optimizers": {s.name: s.optimizer.state_dict() for s in slots},
-                 "firing": {s.name: s.firing.counts_F for s in slots if s.firing.owned},
+                 "firing": {s.name: s.firing.counts_F for s in slots},
                  "rng": rng_states(), "metrics": saved.metrics}
         save_checkpoint(self.out_dir, self._run_json(saved.step, saved.scales),
                         {s.name: s.dictionary for s in slots}, state)

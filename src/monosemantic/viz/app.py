@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import MonosemanticError
+from ..features import FeatureData, prompt_view
 from .assets import INDEX_JS, STYLE_CSS
 from .feature_page import feature_page
 from .markup import esc
@@ -88,8 +89,6 @@ class BuiltPages:
 
 def open_pages(folder) -> LivePages | BuiltPages:
     """A page source for a feature folder or a dashboard folder."""
-    from ..features import FeatureData
-
     folder = Path(folder)
     record = read_dashboard(folder)
     if record is not None:
@@ -109,8 +108,6 @@ class PromptRunner:
 
     def run(self, text: str):
         """The ``features.PromptView`` of ``text``; MonosemanticError for a prompt the model cannot take."""
-        from ..features import prompt_view
-
         if len(text) > MAX_PROMPT_CHARS:
             raise MonosemanticError(f"the prompt has {len(text):,} characters, more than the {MAX_PROMPT_CHARS:,} "
                                     "this app accepts; shorten it")

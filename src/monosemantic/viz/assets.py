@@ -6,7 +6,7 @@ so corpus text can never become markup; it filters rows by explanation or token 
 them by density, maximum activation or index.
 """
 
-from ..features.html import TOKEN_CSS
+from .tokens import TOKEN_CSS
 
 STYLE_CSS = """\
 :root { --fg: #1d2330; --muted: #5b6475; --line: #d9dde5; --accent: #2457c5; --bar: #4d7fd6; }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 
-from ..features.html import token_spans_html, visible_token
+from ..features.shading import visible_token
 from .markup import esc, number, percent, scores_text, show_token
 from .pages import nav, page
 from .svg import histogram_svg
+from .tokens import token_spans_html
 
 
 def feature_page(data, latent: int, *, neighbours: tuple[int | None, int | None] = (None, None)) -> str:

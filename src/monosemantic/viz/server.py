@@ -7,11 +7,13 @@ sent, so it should not be reachable from other machines by default.
 
 from __future__ import annotations
 
+import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import MonosemanticError
+from ..features import dictionary_fingerprint
 from .app import DashboardApp, PromptRunner, Response, open_pages
 
 MAX_BODY_BYTES = 1 << 20
@@ -96,8 +98,6 @@ def build_app(folder, *, dictionary=None, lm=None, site: str | None = None) -> D
     pages = open_pages(folder)
     runner = None
     if dictionary is not None and lm is not None:
-        from ..features import dictionary_fingerprint
-
         if pages.fingerprint and dictionary_fingerprint(dictionary) != pages.fingerprint:
             raise MonosemanticError(f"{folder} was made from another dictionary (fingerprint "
                                     f"{str(pages.fingerprint)[:12]}); pass the dictionary it was made from")
@@ -107,8 +107,6 @@ def build_app(folder, *, dictionary=None, lm=None, site: str | None = None) -> D
 
 def recorded_site(folder) -> str | None:
     """The site a feature or dashboard folder says its dictionary reads, when it says."""
-    import json
-
     for name in ("dashboard.json", "features.json"):
         path = Path(folder) / name
         if path.is_file():

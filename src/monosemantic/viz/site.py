@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import MonosemanticError
+from ..features import FeatureData, dictionary_fingerprint
 from ..folders import replacing_folder
 from .assets import INDEX_JS, STYLE_CSS
 from .feature_page import feature_page
@@ -34,8 +35,6 @@ def build_dashboard(feature_folder, out_folder, *, dictionary=None, max_pages: i
     ``max_pages`` limits the per-latent pages to the most frequently firing latents (all by default);
     the index lists every latent either way.
     """
-    from ..features import FeatureData
-
     data = feature_folder if isinstance(feature_folder, FeatureData) else FeatureData.load(feature_folder)
     fingerprint = checked_fingerprint(data, dictionary)
     out = Path(out_folder)
@@ -48,8 +47,6 @@ def build_dashboard(feature_folder, out_folder, *, dictionary=None, max_pages: i
 
 def checked_fingerprint(data, dictionary) -> str:
     """The feature data's dictionary fingerprint, after checking ``dictionary`` (if given) has the same one."""
-    from ..features import dictionary_fingerprint
-
     recorded = data.meta.get("fingerprint")
     if not recorded:
         raise MonosemanticError("the feature data records no dictionary fingerprint; analyse the dictionary again "

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ...errors import MonosemanticError
-from ..results import Result
-from ..seeds import Interval, interval
+from ..errors import MonosemanticError
+from ..evaluation.results import Result
+from ..evaluation.seeds import Interval, interval
 from .pipeline import AutointerpResult
 
 

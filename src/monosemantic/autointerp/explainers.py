@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from ...errors import MonosemanticError
+from ..errors import MonosemanticError
 from .client import LLMReplyError, OpenAIClient
 from .contexts import CONTEXT_CLAUSE, FRAGMENT_CONTEXTS, token_contexts
 from .render import quote_token, render

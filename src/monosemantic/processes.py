@@ -1,18 +1,11 @@
-"""Data-parallel training under torchrun: every rank trains on its slice of each global batch.
+"""The processes of a torchrun job, for harvest and training alike.
 
-Rank r trains on rows ``[r * N / world, (r + 1) * N / world)`` of each global batch. Sources
-with ``local_batches`` (a store) give each rank only its slice, read from its own shards;
-other sources (a tensor, a live model) are read whole by every rank and sliced.
-Gradients are averaged across ranks before the optimizer step, so every rank takes the same
-step as a single process on the whole batch (all losses here are means over rows), and
-firing counts are combined, so dead-latent decisions agree too. Only rank 0 writes files.
-
-A single process (no ``WORLD_SIZE`` > 1) gets :class:`SingleProcess`, which does nothing and
-never imports ``torch.distributed``. Backend: nccl on CUDA, gloo on CPU.
-
-BatchTopK (and Matryoshka) select over the global batch: ranks gather their candidates to
-find the global cut-off. Not exact under data parallelism: the AuxK dead mask of a step sees
-the other ranks' firings only from the next step on.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every process joins one process group through
+:func:`join_processes` and gets a :class:`ProcessGroup`: its rank, which work items are its
+own, the collectives training needs (gradient averaging, gathers, reductions, broadcasts) and a
+``close`` that tears the group down safely. A single process gets :class:`SingleProcess`, whose
+collectives are identities, and never imports ``torch.distributed``. Backend: nccl on CUDA,
+gloo on CPU.
 """
 
 from __future__ import annotations
@@ -23,19 +16,21 @@ import time
 import torch
 from torch import Tensor, nn
 
-from ..errors import MonosemanticError
-from .layout import Batch
+from .errors import MonosemanticError
 
 
 class SingleProcess:
+    """The whole job in one process: every collective is the identity."""
+
     rank, world, is_main = 0, 1, True
 
-    def __deepcopy__(self, memo):
-        # A dictionary copied mid-run (for checkpoints or results) is not part of the job.
-        return None
+    def mine(self, index: int) -> bool:
+        """Whether the ``index``-th of a list of equal work items (e.g. shards) is this process's."""
+        return index % self.world == self.rank
 
-    def shard(self, batch: Batch) -> Batch:
-        return batch
+    def rows(self, rows: Tensor) -> Tensor:
+        """This process's slice of a global batch's rows."""
+        return rows
 
     def average_grads_(self, module: nn.Module) -> None:
         pass
@@ -65,7 +60,7 @@ class SingleProcess:
         pass
 
 
-class DataParallel(SingleProcess):
+class ProcessGroup(SingleProcess):
     """This process's part of a torchrun job."""
 
     def __init__(self, device: torch.device):
@@ -78,14 +73,13 @@ class DataParallel(SingleProcess):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
 
-    def shard(self, batch: Batch) -> Batch:
-        rows = batch.x.shape[0]
-        if rows % self.world:
-            raise MonosemanticError(f"batch_size {rows} does not divide among {self.world} processes; "
+    def rows(self, rows: Tensor) -> Tensor:
+        n = rows.shape[0]
+        if n % self.world:
+            raise MonosemanticError(f"batch_size {n} does not divide among {self.world} processes; "
                                     f"use a multiple of {self.world}")
-        part = rows // self.world
-        keep = slice(self.rank * part, (self.rank + 1) * part)
-        return Batch(batch.x[keep], None if batch.target is None else batch.target[keep])
+        part = n // self.world
+        return rows[self.rank * part:(self.rank + 1) * part]
 
     def average_grads_(self, module: nn.Module) -> None:
         grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -150,8 +144,12 @@ class DataParallel(SingleProcess):
                 time.sleep(0.1)
 
 
-def join_replicas(device: torch.device) -> SingleProcess:
-    """This process's place in a torchrun job, or :class:`SingleProcess` outside one."""
+def join_processes(device: torch.device | str = "cpu") -> SingleProcess:
+    """This process's place in a torchrun job, or :class:`SingleProcess` outside one.
+
+    The backend is nccl for a CUDA ``device`` and gloo otherwise. Call ``close()`` when done:
+    the group is torn down only if this call created it.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SingleProcess()
-    return DataParallel(device)
+    return ProcessGroup(torch.device(device))

@@ -22,8 +22,21 @@ _MAX_BLOCKS = 12
 _MIN_BYTES = 1 << 23  # smaller tensors mostly come from the allocator's own free lists
 _blocks: list[torch.UntypedStorage] = []
 _lock = threading.Lock()
-# Private, but the only way to see whether a storage is still shared; without it, no reuse.
-_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _storage_use_count():
+    """torch's reference count of a storage, or None where this torch does not expose it.
+
+    The call is private, but it is the only way to see whether a storage is still shared. Kept
+    in this one place: without it the pool falls back to fresh tensors (correct, only slower).
+    """
+    private = getattr(torch._C, "_storage_Use_Count", None)
+    if private is None:
+        return None
+    return lambda storage: private(storage._cdata)
+
+
+_use_count = _storage_use_count()
 
 
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
@@ -46,12 +59,12 @@ def new_empty(like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
 
 def _free_block(nbytes: int) -> torch.UntypedStorage:
     # At most twice the size asked for, so a small request never holds a large block hostage.
-    free = [b for b in _blocks if nbytes <= b.nbytes() <= 2 * nbytes and _use_count(b._cdata) == 1]
+    free = [b for b in _blocks if nbytes <= b.nbytes() <= 2 * nbytes and _use_count(b) == 1]
     if free:
         return min(free, key=lambda b: b.nbytes())
     block = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
     if len(_blocks) >= _MAX_BLOCKS:
-        idle = [b for b in _blocks if _use_count(b._cdata) == 1]
+        idle = [b for b in _blocks if _use_count(b) == 1]
         if not idle:
             return block  # every pooled block is in use: this one is not pooled
         _blocks.remove(min(idle, key=lambda b: b.nbytes()))

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import scratch, sparse_ops
-from .sparse_ops import ActiveSet
+from . import scratch, sparse
+from .sparse import ActiveSet
 
 
 class DenseEncoding(NamedTuple):
@@ -104,10 +104,10 @@ class SelectedPreActs(torch.autograd.Function):
     def backward(ctx, g_E):
         xc_NI, W_enc_IF = ctx.saved_tensors
         active, needs = ctx.active, ctx.needs_input_grad
-        g_b_enc_F = sparse_ops.latent_totals(active, g_E)
-        g_x_NI = sparse_ops.row_sums(active, g_E, W_enc_IF.T.contiguous()) if needs[2] else None
+        g_b_enc_F = sparse.latent_totals(active, g_E)
+        g_x_NI = sparse.row_sums(active, g_E, W_enc_IF.T.contiguous()) if needs[2] else None
         # dW_enc = xc.T @ dpre, with dpre nonzero only at the entries: one sum per latent.
-        g_W_enc_IF = sparse_ops.latent_sums(active, g_E, xc_NI).T if needs[3] else None
+        g_W_enc_IF = sparse.latent_sums(active, g_E, xc_NI).T if needs[3] else None
         # pre = (x - centre) @ W_enc + b_enc, so d/dcentre = -W_enc @ (sum over rows of dpre).
         g_centre_I = -(W_enc_IF @ g_b_enc_F) if needs[5] else None
         return None, None, g_x_NI, g_W_enc_IF, g_b_enc_F, g_centre_I, None
@@ -120,22 +120,22 @@ class SparseDecode(torch.autograd.Function):
     def forward(ctx, values_E, W_dec_FO, bias_O, active):
         ctx.active = active
         ctx.save_for_backward(values_E, W_dec_FO)
-        recon_NO = sparse_ops.row_sums(active, values_E, W_dec_FO)
+        recon_NO = sparse.row_sums(active, values_E, W_dec_FO)
         return recon_NO if bias_O is None else recon_NO.add_(bias_O)  # in place: no second [N, O] tensor
 
     @staticmethod
     def backward(ctx, g_NO):
         values_E, W_dec_FO = ctx.saved_tensors
         active, needs = ctx.active, ctx.needs_input_grad
-        g_values_E = sparse_ops.sampled_dots(active, g_NO, W_dec_FO) if needs[0] else None
-        g_W_dec_FO = sparse_ops.latent_sums(active, values_E, g_NO) if needs[1] else None
+        g_values_E = sparse.sampled_dots(active, g_NO, W_dec_FO) if needs[0] else None
+        g_W_dec_FO = sparse.latent_sums(active, values_E, g_NO) if needs[1] else None
         g_bias_O = g_NO.sum(0) if needs[2] else None
         return g_values_E, g_W_dec_FO, g_bias_O, None
 
 
 def select(encoding: DenseEncoding, indices_NK: Tensor) -> tuple[ActiveSet, Tensor]:
     """(the entries ``indices`` names, ReLU of their pre-activations ``[E]``, differentiable)."""
-    active = sparse_ops.from_indices(indices_NK, encoding.pre_NF.shape[1])
+    active = sparse.from_indices(indices_NK, encoding.pre_NF.shape[1])
     values_E = SelectedPreActs.apply(*encoding, active)
     return active, torch.relu(values_E)
 

@@ -7,7 +7,7 @@ backward one (the code gradient, masked in place), around the five GEMMs a step 
 
 Once training has made codes sparse, only active entries carry gradient: below
 ``max_density`` the decoder forward and all backward products run over the active entries
-(:mod:`.sparse_ops`), so only the encoder GEMM stays dense. Values and gradients are those of
+(:mod:`.sparse`), so only the encoder GEMM stays dense. Values and gradients are those of
 the dense computation either way (up to float summation order).
 
 Shapes: N rows, I input width, O output width, F latents, E active entries.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import scratch, sparse_ops
+from . import scratch, sparse
 
 # Density (fraction of nonzero codes) below which the sparse path runs. At N=4096, D=576,
 # F=4608 on a 2-core AVX-512 CPU a step takes 154 ms sparse vs 358 ms dense at 1.2% density,
@@ -46,9 +46,9 @@ class ReLUAutoencoder(torch.autograd.Function):
         xc_NI = x_NI if centre_I is None else x_NI - centre_I
         codes_NF = torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=scratch.new_empty(x_NI, (x_NI.shape[0], b_enc_F.numel()))).relu_()
         if code_density(codes_NF) < max_density:
-            active, values_E = sparse_ops.from_dense(codes_NF)
-            recon_NO = sparse_ops.row_sums(active, values_E, W_dec_FO)
-            colsum_F = sparse_ops.latent_totals(active, values_E)
+            active, values_E = sparse.from_dense(codes_NF)
+            recon_NO = sparse.row_sums(active, values_E, W_dec_FO)
+            colsum_F = sparse.latent_totals(active, values_E)
         else:
             active = values_E = None
             recon_NO = codes_NF @ W_dec_FO
@@ -106,8 +106,8 @@ def _sparse_code_grads(active, values_E, W_dec_FO, g_recon_NO, g_codes_NF, g_uni
     g_E = values_E.new_zeros(values_E.shape)
     g_W_dec_FO = None
     if g_recon_NO is not None:
-        g_E += sparse_ops.sampled_dots(active, g_recon_NO, W_dec_FO)
-        g_W_dec_FO = sparse_ops.latent_sums(active, values_E, g_recon_NO)
+        g_E += sparse.sampled_dots(active, g_recon_NO, W_dec_FO)
+        g_W_dec_FO = sparse.latent_sums(active, values_E, g_recon_NO)
     if g_unit_F is not None:
         g_E += g_unit_F[active.cols]
     if g_codes_NF is not None:
@@ -122,9 +122,9 @@ def _encoder_grads(g_pre, active, xc_NI, W_enc_IF, need_x, need_W_enc):
         g_x = g_pre @ W_enc_IF.T if need_x else None
         g_W_enc = xc_NI.T @ g_pre if need_W_enc else None
         return g_x, g_W_enc, g_pre.sum(0)
-    g_x = sparse_ops.row_sums(active, g_pre, W_enc_IF.T.contiguous()) if need_x else None
-    g_W_enc = sparse_ops.latent_sums(active, g_pre, xc_NI).T if need_W_enc else None
-    return g_x, g_W_enc, sparse_ops.latent_totals(active, g_pre)
+    g_x = sparse.row_sums(active, g_pre, W_enc_IF.T.contiguous()) if need_x else None
+    g_W_enc = sparse.latent_sums(active, g_pre, xc_NI).T if need_W_enc else None
+    return g_x, g_W_enc, sparse.latent_totals(active, g_pre)
 
 
 def relu_autoencode(x_NI: Tensor, W_enc_IF: Tensor, b_enc_F: Tensor, centre_I: Tensor | None, W_dec_FO: Tensor,

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..contexts import PYTHON_CONTEXTS, python_context_chars
-from ..labels import first_characters
-from ..text_contexts import TEXT_CONTEXTS, text_context_chars
+from ..evaluation.contexts import PYTHON_CONTEXTS, python_context_chars
+from ..evaluation.labels import first_characters
+from ..evaluation.text_contexts import TEXT_CONTEXTS, text_context_chars
 
 CONTEXT_CLAUSE = "in context"  # how explanations name one: "...; in context in_comment (inside a comment)"
 _CLAUSE = re.compile(r"\b" + CONTEXT_CLAUSE + r" ([a-z][a-z0-9_]*)")

@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from ..results import Result
+from ..evaluation.results import Result
+from ..features import write_explanations
 from .client import LLMReplyError, LLMUnavailable
 from .explainers import OfflineExplainer
 from .scorers import OfflineSimulator
@@ -131,6 +132,10 @@ class AutointerpResult(Result):
     def scores(self) -> dict[int, dict]:
         return {s.latent: s.scores() for s in self.latents}
 
+    def fallbacks(self) -> list[LatentScore]:
+        """Latents explained by the offline fallback because the explainer asked for failed (see their notes)."""
+        return [s for s in self.latents if s.note and s.explanation_source != self.settings["explainer"]]
+
     def table(self, limit: int | None = 20) -> str:
         """One line per latent (the first ``limit``), then the means."""
         lines = [f"{'latent':>7} {'detect':>6} {'fuzz':>6}  explanation"]
@@ -199,8 +204,6 @@ def _score_latent(data, latent: int, explain_guard: _Guarded, score_guard: _Guar
 def write_autointerp(folder, result: AutointerpResult) -> None:
     """Store explanations and scores in the feature folder's explanations.json (one write per source, so
     each latent records which explainer wrote it)."""
-    from ...features import write_explanations
-
     by_source: dict[str, list[LatentScore]] = {}
     for row in result.latents:
         by_source.setdefault(row.explanation_source, []).append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from ...errors import MonosemanticError
+from ..errors import MonosemanticError
 
 _FORMS = "e.g. 0-99, 3,17,42, top50 (most often firing) or random50 (random latents that fire)"
 

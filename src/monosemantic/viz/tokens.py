@@ -1,35 +1,23 @@
-"""HTML pieces shared by the prompt view and the dashboards: tokens as coloured, escaped spans.
+"""Tokens as coloured, escaped HTML spans: what the prompt views and the dashboard pages share.
 
 Every token string goes through :func:`html.escape`. Spans use ``white-space: pre`` so spaces
-keep their width; newlines are shown as ``↵`` (followed by a line break) and tabs as ``→``, so a
-token of pure whitespace still has a visible, colourable box. Each span carries its exact
-activation in ``data-act`` so a browser test can check colours against the library's numbers.
+keep their width; a newline is shown as ``↵`` followed by a line break. Each span carries its
+exact activation in ``data-act`` so a browser test can check colours against the library's
+numbers. The colour scale is ``features.shading``'s, the one the terminal view uses too.
 """
 
 from __future__ import annotations
 
 import html
-import math
 
-# Positive activations are orange, negative (baselines' signed codes) blue.
-POSITIVE_RGB = (255, 115, 0)
-NEGATIVE_RGB = (30, 110, 255)
+from ..errors import MonosemanticError
+from ..features.shading import act_alpha, act_rgb, visible_token
 
-
-def visible_token(text: str) -> str:
-    """Token text with newlines and tabs shown as arrows (the raw text is what gets escaped)."""
-    return text.replace("\r", "").replace("\n", "↵").replace("\t", "→")
-
-
-def act_alpha(act: float, max_act: float) -> float:
-    """Background opacity of a token: |act| / max_act, clipped to [0, 1]; 0 when max_act <= 0."""
-    if not max_act > 0 or math.isnan(act):
-        return 0.0
-    return min(abs(act) / max_act, 1.0)
+TOKEN_CSS = ".tok{white-space:pre;font-family:ui-monospace,monospace;border-radius:2px;padding:0 1px}"
 
 
 def act_colour(act: float, max_act: float) -> str:
-    r, g, b = POSITIVE_RGB if act >= 0 else NEGATIVE_RGB
+    r, g, b = act_rgb(act)
     return f"rgba({r}, {g}, {b}, {act_alpha(act, max_act):.3f})"
 
 
@@ -40,8 +28,6 @@ def token_spans_html(tokens: list[str], acts: list[float], max_act: float, *, la
     the value on hover; ``latent`` (when given) is added as ``data-latent`` on every span.
     """
     if len(tokens) != len(acts):
-        from ..errors import MonosemanticError
-
         raise MonosemanticError(f"got {len(tokens)} tokens but {len(acts)} activations; pass one per token")
     latent_attr = f' data-latent="{int(latent)}"' if latent is not None else ""
     spans = []
@@ -53,6 +39,3 @@ def token_spans_html(tokens: list[str], acts: list[float], max_act: float, *, la
         spans.append(f'<span class="tok" data-act="{act!r}"{latent_attr} style="{style}" title="{act:.4g}">'
                      f'{shown}</span>{newline}')
     return "".join(spans)
-
-
-TOKEN_CSS = ".tok{white-space:pre;font-family:ui-monospace,monospace;border-radius:2px;padding:0 1px}"

@@ -13,8 +13,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ...errors import MonosemanticError
-from ..results import Result
+from ..errors import MonosemanticError
+from ..evaluation.results import Result
+from ..evaluation.suite import fit_baselines
+from ..features import analyze_features
 from .pipeline import AutointerpResult, autointerp, write_autointerp
 from .select import select_latents
 
@@ -88,8 +90,6 @@ def compare_with_baselines(lm, dictionary, windows_WS, *, name: str = "sae", bas
     dictionary is analysed with ``features.analyze_features(lm, d, windows_WS, **analyze_options)`` and
     ``latents`` (a selection spec, see :func:`select_latents`) are chosen per dictionary with the same seed.
     """
-    from ..suite import fit_baselines
-
     site = dictionary.config.site_in
     if site is None:
         raise MonosemanticError("the dictionary's config does not name its input site; set config.site_in")
@@ -109,8 +109,6 @@ def analyze_and_score(lm, dictionary, windows_WS, latents="random50", *, explain
 
     With ``folder``, the feature data is saved there and the explanations written beside it.
     """
-    from ...features import analyze_features
-
     data = analyze_features(lm, dictionary, windows_WS, progress=progress, **(analyze_options or {}))
     if folder is not None:
         data.save(folder)

@@ -16,7 +16,7 @@ import os
 import urllib.error
 import urllib.request
 
-from ...errors import MonosemanticError
+from ..errors import MonosemanticError
 
 
 class LLMUnavailable(MonosemanticError):
