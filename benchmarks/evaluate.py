@@ -16,6 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
+from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import TASKS, fit_baselines, resolve_corpus, run_suite, training_record
 from monosemantic.formats import load_dictionary
 from monosemantic.models import load_model
@@ -37,9 +38,13 @@ def main() -> None:
     random = None
     if random_path.exists():
         control = load_dictionary(random_path)
+        if control.config.model is None:
+            raise MonosemanticError(f"{random_path} does not name the model it was trained on")
         random = {"random-model": (control, load_model(control.config.model))}
     trained_on = training_record(args.demo / "sweep" / args.name)
     site = sae.config.site_in
+    if site is None:
+        raise MonosemanticError(f"{args.demo / 'sweep' / args.name} does not name the site it reads")
 
     start = time.perf_counter()
     fitted = fit_baselines(lm, site, ["identity", "pca", "ica"], min(lm.width(site), sae.config.d_sae),

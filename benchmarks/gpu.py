@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -72,7 +73,7 @@ class Stage:
     def __init__(self, device: torch.device):
         self.device, self.seconds, self.peak_bytes = device, math.nan, None
 
-    def __enter__(self) -> "Stage":
+    def __enter__(self) -> Stage:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -85,8 +86,8 @@ class Stage:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
         self.seconds = time.perf_counter() - self.start
 
-    def figures(self, tokens: int | None = None) -> dict:
-        out = {"seconds": round(self.seconds, 2)}
+    def figures(self, tokens: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"seconds": round(self.seconds, 2)}
         if tokens is not None:
             out.update(tokens=tokens, tokens_per_s=round(tokens / self.seconds))
         out["peak_gpu_gib"] = None if self.peak_bytes is None else round(self.peak_bytes / 2**30, 3)

@@ -50,7 +50,7 @@ def recovery(dictionary, dirs_MD: torch.Tensor) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--d", type=int, default=256, help="activation width")
     parser.add_argument("--features", type=int, default=512, help="true directions")
     parser.add_argument("--active", type=int, default=5, help="directions per row (top-k's k)")

@@ -34,7 +34,10 @@ TOP_K = ("topk", "batchtopk", "matryoshka")  # architectures whose sparsity is a
 
 
 def architectures() -> list[str]:
-    """Registered autoencoders over one site: the dictionaries package's, minus the crosscoder (baselines live elsewhere)."""
+    """Registered autoencoders over one site: the dictionaries package's, minus the crosscoder.
+
+    Baselines register elsewhere.
+    """
     return [name for name, cls in ARCHITECTURES.items()
             if cls.__module__.startswith("monosemantic.dictionaries.") and name != "crosscoder"]
 
@@ -76,9 +79,10 @@ def time_steps(dictionary, seconds: dict, name: str) -> None:
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small problem for a check (other flags still apply): " + ", ".join(
-        f"{k}={v}" for k, v in QUICK.items()))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small problem for a check (other flags still apply): "
+                        + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     parser.add_argument("--features", type=int, default=1024, help="true features G")
     parser.add_argument("--d", type=int, default=256, help="activation width D")
     parser.add_argument("--parents", type=int, default=32, help="tree roots")

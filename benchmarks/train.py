@@ -299,8 +299,7 @@ def sweep_vs_separate(x: torch.Tensor, store: Path | None, args) -> dict[str, Cp
     Batches come from the activation store (shuffled shard reads), as in real use, so that the
     separate runs pay for reading the data nine times; in-memory rows with ``--synthetic``.
     """
-    from monosemantic.training import (
-        StoreSource, TensorSource, TrainConfig, Trainer, build_dictionaries, sweep_specs)
+    from monosemantic.training import StoreSource, TensorSource, TrainConfig, Trainer, build_dictionaries, sweep_specs
     config = TrainConfig(total_tokens=args.sweep_steps * args.batch, batch_size=args.batch, log_every=10_000,
                          checkpoint_every=None)
     specs = sweep_specs("topk", expansions=[2, 4, 8], sparsities=[16, 32, 64])

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,9 +48,9 @@ VOCAB = 49152
 
 
 def _tiny_config(family: str):
-    from transformers import GemmaConfig, Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig
+    from transformers import Gemma2Config, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig
 
-    common = dict(vocab_size=VOCAB, max_position_embeddings=256)
+    common: dict[str, Any] = dict(vocab_size=VOCAB, max_position_embeddings=256)
     if family == "llama":
         return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                            num_key_value_heads=2, tie_word_embeddings=True, **common)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
@@ -118,6 +119,7 @@ def test_absorption_runs_on_a_tiny_model(tiny_model_dir):
         assert 1 <= len(entry.main_latents) <= 3 and entry.n_absorbed <= entry.n_missed <= entry.n_true_positives
     json.dumps(result.to_dict(), allow_nan=False)
     # The prompt is the prefix then the word: a word's activation is that of the full prompt's last position.
+    assert isinstance(lm.tokenizer, PreTrainedTokenizerBase)
     ids_N = torch.tensor([lm.tokenizer.encode(" snake", add_special_tokens=False)[0]])
     prefix = lm.tokenizer.encode("Letters:", add_special_tokens=False)
     by_hand = lm.capture(torch.tensor([prefix + ids_N.tolist()]), [SITE])[SITE][0, -1]

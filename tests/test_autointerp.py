@@ -18,12 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from transformers import PreTrainedModel
 from typer.testing import CliRunner
 
-from monosemantic.cli import app
-from monosemantic.dictionaries import make_dictionary
-from monosemantic.errors import MonosemanticError
-from monosemantic.evaluation import corpus_windows
 from monosemantic.autointerp import (
     LLMReplyError,
     LLMScorer,
@@ -48,6 +45,10 @@ from monosemantic.autointerp import (
     split_examples,
     write_autointerp,
 )
+from monosemantic.cli import app
+from monosemantic.dictionaries import make_dictionary
+from monosemantic.errors import MonosemanticError
+from monosemantic.evaluation import corpus_windows
 from monosemantic.features import FeatureData, analyze_features
 from monosemantic.models import load_model
 
@@ -62,9 +63,12 @@ def lm(tiny_model_dir):
     """The tiny llama with the FIRING tokens' embeddings lengthened 5x (this instance only), so a threshold
     separates them from every other token's projection by a wide margin."""
     lm = load_model(str(tiny_model_dir("llama")))
+    assert isinstance(lm.model, PreTrainedModel)
+    embeddings = lm.model.get_input_embeddings()
+    assert isinstance(embeddings, torch.nn.Embedding)
     with torch.no_grad():
         for texts in FIRING.values():
-            lm.model.get_input_embeddings().weight[[_token_id(lm, t) for t in texts]] *= 5
+            embeddings.weight[[_token_id(lm, t) for t in texts]] *= 5
     return lm
 
 
@@ -189,7 +193,9 @@ def test_results_are_written_into_the_feature_folder(data, tmp_path):
     loaded = FeatureData.load(tmp_path / "features")
     for row in result.latents:
         assert loaded.explanation(row.latent) == row.explanation
-    assert loaded.score(0)["detection"] == 1.0 and loaded.score(3)["detection"] is None
+    score0, score3 = loaded.score(0), loaded.score(3)
+    assert score0 is not None and score3 is not None
+    assert score0["detection"] == 1.0 and score3["detection"] is None
     saved = json.loads((tmp_path / "features" / "explanations.json").read_text())
     assert saved["latents"]["0"]["source"] == "offline"
     json.dumps(result.to_dict(), allow_nan=False)
@@ -198,6 +204,12 @@ def test_results_are_written_into_the_feature_folder(data, tmp_path):
 # ----- a real OpenAI-compatible server on 127.0.0.1 ----------------------------------------------
 
 KEY = "sk-local-test"
+
+
+class _Server(ThreadingHTTPServer):
+    """The test server; it keeps every request it was sent."""
+
+    requests: list[dict]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -211,6 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert isinstance(self.server, _Server)
         self.server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         if self.path == "/bad/v1/chat/completions":
             return self._send(200, {"oops": True})
@@ -248,7 +261,7 @@ def _answer(system: str, user: str) -> str:
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd = _Server(("127.0.0.1", 0), _Handler)
     httpd.requests = []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -300,7 +313,8 @@ def _closed_port() -> int:
 
 def test_unreachable_endpoint_keeps_offline_results(data):
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    with pytest.raises(LLMUnavailable, match="could not reach the LLM endpoint " + re.escape(url + "/chat/completions")):
+    with pytest.raises(LLMUnavailable,
+                       match="could not reach the LLM endpoint " + re.escape(url + "/chat/completions")):
         OpenAIClient(url, "m", timeout=5).chat([{"role": "user", "content": "hi"}])
     explainer, scorer = OpenAIExplainer(url, "m", timeout=5), LLMScorer(url, "m", timeout=5)
     with pytest.raises(LLMUnavailable, match="could not reach"):
@@ -341,6 +355,7 @@ def test_explain_folders_scores_each_folder_compares_and_checks_the_judge(lm, da
         written = FeatureData.load(folder)
         assert all(written.explanation(s.latent) == s.explanation for s in alone.latents)
     assert run.results["dictionary"].detection == 1.0 and not run.results["dictionary"].fallbacks()
+    assert run.comparison is not None and run.judge is not None and run.report is not None
     assert [r.name for r in run.comparison.rows] == ["dictionary", "untrained"]
     assert run.judge.controls == ("untrained",)  # names starting "untrained" are controls
     assert run.judge.message == judge_check(run.results, "dictionary", ["untrained"]).message
@@ -361,6 +376,7 @@ def test_backends_are_offline_unless_an_endpoint_is_named(server):
     with pytest.raises(MonosemanticError, match="needs the model name it serves"):
         backends(_url(server))
     explainer, scorer = backends(_url(server), "m")
+    assert isinstance(explainer, OpenAIExplainer) and isinstance(scorer, LLMScorer)
     assert explainer.client is scorer.client and explainer.source == "llm:m"
 
 
@@ -380,7 +396,8 @@ def test_explain_cli_writes_explanations_and_falls_back(lm, data, windows, tmp_p
     report = json.loads((tmp_path / "report.json").read_text())
     loaded = FeatureData.load(tmp_path / "sae")
     assert loaded.explanation(0) == report["dictionary"]["latents"][0]["explanation"]
-    assert loaded.score(0)["detection"] == 1.0
+    score0 = loaded.score(0)
+    assert score0 is not None and score0["detection"] == 1.0
     assert FeatureData.load(tmp_path / "neurons").explanation(2) == report["neurons"]["latents"][2]["explanation"]
     bad = CliRunner().invoke(app, ["explain", str(tmp_path / "sae"), "--latents", "0-99"])
     assert bad.exit_code == 2 and "latents 0..3" in bad.output

@@ -90,7 +90,8 @@ def test_evaluate_writes_a_report_against_baselines_and_compare_prints_mmcs(tiny
                                      "--batch-size", "256"])
         assert result.exit_code == 0, result.output
     sae = tmp_path / "run8" / "topk_k8_x2"
-    result = runner.invoke(app, ["evaluate", str(sae), "--windows", "24", "--context", "64", "--tasks", "reconstruction"])
+    result = runner.invoke(app, ["evaluate", str(sae), "--windows", "24", "--context", "64",
+                                 "--tasks", "reconstruction"])
     assert result.exit_code == 2 and "2,000" in result.output  # too few tokens for the statistics, with the count
     result = runner.invoke(app, ["evaluate", str(sae), "--windows", "24", "--context", "64", "--min-tokens", "1000",
                                  "--tasks", "reconstruction,splice,probing", "--out", str(tmp_path / "eval")])

@@ -9,8 +9,13 @@ import torch
 from monosemantic.data import StdlibSource
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation.contexts import (
-    PYTHON_CONTEXTS, RARE_PYTHON_CONTEXTS, context_coverage, context_labels_all, context_token_labels,
-    python_context_chars)
+    PYTHON_CONTEXTS,
+    RARE_PYTHON_CONTEXTS,
+    context_coverage,
+    context_labels_all,
+    context_token_labels,
+    python_context_chars,
+)
 from monosemantic.evaluation.labels import _label_tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,7 +104,8 @@ def test_scopes_and_nesting_of_known_source():
     assert _runs(SOURCE, "nesting_depth_ge2") == _runs(SOURCE, "in_function_body")  # a method body: two blocks deep
     # A comment-only line takes the level its column says, not the next statement's.
     assert _runs(SOURCE, "nesting_depth_ge3") == [
-        "if i > 2 and check(i, key=r):\n                # nested note\n                return [j * 2 for j in table[i] if j]",
+        "if i > 2 and check(i, key=r):\n                # nested note\n"
+        "                return [j * 2 for j in table[i] if j]",
         'raise ValueError("bad")', "y[0] += d[1:2]"]
     text = "def f():\n    if x:\n        y()\n        # after y\n    # before z\n    z()\n# end\n"
     assert _runs(text, "nesting_depth_ge2") == ["y()\n        # after y"]

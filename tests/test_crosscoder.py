@@ -4,14 +4,22 @@ shared and source-specific features on synthetic two-source data."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 
-from monosemantic.dictionaries import (
-    Crosscoder, StepInput, load_dictionary_native, make_dictionary, read_config, reconstruction_mse, save_dictionary)
-from monosemantic.errors import MonosemanticError
 from conftest import torch_threads
+from monosemantic.dictionaries import (
+    Crosscoder,
+    StepInput,
+    load_dictionary_native,
+    make_dictionary,
+    read_config,
+    reconstruction_mse,
+    save_dictionary,
+)
+from monosemantic.errors import MonosemanticError
 
 S, D, F, N = 2, 8, 48, 40
 CASES = {"relu": {}, "topk": {"activation": "topk", "k": 4, "aux_k": 6}}
@@ -22,10 +30,11 @@ def _data(n=N, s=S, d=D, seed=1, dtype=torch.float32):
     return (torch.randn(n, s, d, generator=g) + 0.5).to(dtype)
 
 
-def _crosscoder(case="relu", dtype=torch.float32, **extra):
+def _crosscoder(case="relu", dtype=torch.float32, **extra) -> Crosscoder:
     """A crosscoder with every parameter moved off its initialisation."""
     torch.manual_seed(0)
     crosscoder = make_dictionary("crosscoder", D, F, n_sources=S, dtype=dtype, **{**CASES[case], **extra})
+    assert isinstance(crosscoder, Crosscoder)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in crosscoder.parameters():
@@ -46,6 +55,7 @@ def test_shapes_and_loss_terms(case):
     recon, codes2, pre = crosscoder(x)
     assert recon.shape == (N, S, D) and torch.equal(codes2, codes) and pre.shape == (N, F)
     out = crosscoder.loss(x, None, StepInput(sparsity_scale=0.5))
+    assert out.codes is not None
     assert out.recon.shape == (N, S, D) and out.codes.shape == (N, F)
     per_source = sum(reconstruction_mse(out.recon[:, s], x[:, s]) for s in range(S))
     torch.testing.assert_close(out.mse, per_source)
@@ -125,6 +135,7 @@ def test_init_b_dec_per_source_and_decoder_constraints():
     torch.testing.assert_close(topk.b_dec, sample.mean(0))
     topk.loss(_data()).loss.backward()
     topk.project_decoder_grad_()
+    assert topk.W_dec.grad is not None
     radial = (topk.W_dec.grad * topk.W_dec).flatten(1).sum(1)
     assert radial.abs().max() < 1e-5 * topk.W_dec.grad.flatten(1).norm(dim=1).max()
     topk.normalize_decoder_()
@@ -157,6 +168,7 @@ def _reference(crosscoder, x, scale, dead):
         residual = (x - recon).detach().flatten(1)
         loss = loss + crosscoder.options["aux_coeff"] * reconstruction_mse(aux_codes @ crosscoder.W_dec.flatten(1),
                                                                           residual)
+    assert isinstance(loss, torch.Tensor)
     return loss, codes, recon
 
 
@@ -172,11 +184,14 @@ def test_loss_and_gradients_match_the_reference(case, density):
     out = crosscoder.loss(x, None, StepInput(sparsity_scale=0.6, dead_F=dead))
     crosscoder.zero_grad()
     out.loss.backward()
-    fast = {name: p.grad.clone() for name, p in crosscoder.named_parameters()}
+    fast = {}
+    for name, p in crosscoder.named_parameters():
+        assert p.grad is not None
+        fast[name] = p.grad.clone()
     loss, codes, recon = _reference(crosscoder, x, 0.6, dead)
     crosscoder.zero_grad()
     loss.backward()
-    tol = {"rtol": 1e-6, "atol": 1e-8}  # float64 but for reconstruction_mse's float32
+    tol: dict[str, Any] = {"rtol": 1e-6, "atol": 1e-8}  # float64 but for reconstruction_mse's float32
     torch.testing.assert_close(out.loss, loss.to(out.loss.dtype), **tol)
     torch.testing.assert_close(out.codes, codes, **tol)
     torch.testing.assert_close(out.recon, recon, **tol)
@@ -205,6 +220,7 @@ def _train_two_sources(steps, lr, **options):
 
     torch.manual_seed(0)
     crosscoder = make_dictionary("crosscoder", d, 256, n_sources=2, **options)
+    assert isinstance(crosscoder, Crosscoder)
     crosscoder.init_b_dec_(batch(4096))
     opt = torch.optim.Adam(crosscoder.parameters(), lr=lr)
     with torch_threads(1):

@@ -14,16 +14,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir, tmp_path):
+    from monosemantic.autointerp import JudgeCheck
+    from monosemantic.evaluation import SuiteResult
     from monosemantic.features import FeatureData, dictionary_fingerprint
     from monosemantic.formats import load_dictionary
     from monosemantic.models import load_model
 
     lm = load_model(str(tiny_model_dir("llama")))
-    settings = DemoSettings(site="blocks.1.resid_post", tokens=3000, train_tokens=3 * 512, ks=(4,), expansions=(2,), batch_size=512,
-                            headline_k=4, headline_expansion=2, eval_windows=6, feature_windows=6, probe_windows=16,
-                            autointerp_latents="random6", context_length=64, min_tokens=200, ica_max_iter=50)
+    settings = DemoSettings(site="blocks.1.resid_post", tokens=3000, train_tokens=3 * 512, ks=(4,), expansions=(2,),
+                            batch_size=512, headline_k=4, headline_expansion=2, eval_windows=6, feature_windows=6,
+                            probe_windows=16, autointerp_latents="random6", context_length=64, min_tokens=200,
+                            ica_max_iter=50)
     lines: list[str] = []
     result = run_demo(tmp_path / "demo", settings, lm=lm, echo=lines.append)
+    assert isinstance(result.suite, SuiteResult) and isinstance(result.judge, JudgeCheck)
     assert [row["dictionary"] for row in result.rows] == ["topk_k4_x2", CONTROL, RANDOM_MODEL, "neurons", "pca", "ica"]
     assert [row["seeds"] for row in result.rows] == [3, 3, 1, 1, 1, 1]
 

@@ -10,12 +10,23 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import torch_threads
 from monosemantic.dictionaries import (
-    ARCHITECTURES, DictionaryConfig, StepInput, geometric_median, load_dictionary_native, make_dictionary,
-    save_dictionary)
+    ARCHITECTURES,
+    BatchTopKDictionary,
+    DictionaryConfig,
+    GatedDictionary,
+    JumpReLUDictionary,
+    MatryoshkaDictionary,
+    StepInput,
+    TopKDictionary,
+    geometric_median,
+    load_dictionary_native,
+    make_dictionary,
+    save_dictionary,
+)
 from monosemantic.dictionaries.ste import jumprelu, step
 from monosemantic.errors import MonosemanticError
-from conftest import torch_threads
 
 D, F, N = 16, 32, 64
 
@@ -35,6 +46,12 @@ def _data(n=N, d=D, seed=1):
     # Offset from zero so that b_dec and the input centring matter.
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g) + 0.5
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    """``t.grad``, which the test has just filled by a backward pass."""
+    assert t.grad is not None
+    return t.grad
 
 
 def _trained(case, steps=3, **extra):
@@ -63,6 +80,7 @@ def test_shapes_and_loss_terms(case):
     recon, codes2, pre = dictionary(x)
     assert recon.shape == (N, D) and codes2.shape == (N, F) and pre.shape == (N, F)
     out = dictionary.loss(x)
+    assert out.codes is not None
     assert out.loss.ndim == 0 and out.codes.shape == (N, F) and out.recon.shape == (N, D)
     assert torch.allclose(out.mse, ((out.recon - x) ** 2).sum(-1).mean())
     if dictionary.arch != "matryoshka":
@@ -91,8 +109,10 @@ def test_save_load_round_trip(case, tmp_path):
 
 def test_round_trip_keeps_learned_buffers(tmp_path):
     batch = _trained("batchtopk")
+    assert isinstance(batch, BatchTopKDictionary)
     assert float(batch.threshold) > 0
     loaded = load_dictionary_native(save_dictionary(batch, tmp_path / "batch"))
+    assert isinstance(loaded, BatchTopKDictionary)
     assert torch.equal(loaded.threshold, batch.threshold)
 
 
@@ -120,7 +140,7 @@ def test_decoder_normalisation_and_gradient_projection(case):
     before = dictionary.W_dec.detach().clone()
     dictionary.loss(_data()).loss.backward()
     dictionary.project_decoder_grad_()
-    grad = dictionary.W_dec.grad
+    grad = _grad(dictionary.W_dec)
     opt.step()
     dictionary.normalize_decoder_()
     assert not torch.equal(dictionary.W_dec, before)
@@ -186,6 +206,7 @@ def test_sparsity_penalties_follow_their_formulas():
         with torch.no_grad():
             dictionary.W_dec.mul_(torch.linspace(0.5, 2.0, F)[:, None])  # rows of unequal norm
         out = dictionary.loss(x, None, StepInput(sparsity_scale=0.5))
+        assert out.codes is not None
         if case == "jumprelu":
             expected = dictionary.options["l0_coeff"] * 0.5 * (out.codes > 0).sum(-1).float().mean()
         else:
@@ -196,6 +217,7 @@ def test_sparsity_penalties_follow_their_formulas():
 
 def test_gated_paths_penalty_and_frozen_decoder_aux():
     dictionary = _trained("gated")
+    assert isinstance(dictionary, GatedDictionary)
     with torch.no_grad():
         dictionary.r_mag.normal_()
         dictionary.W_dec.mul_(torch.linspace(0.5, 2.0, F)[:, None])
@@ -204,6 +226,7 @@ def test_gated_paths_penalty_and_frozen_decoder_aux():
     gate = shared + dictionary.b_gate
     magnitude = torch.relu(shared * dictionary.r_mag.exp() + dictionary.b_mag)
     out = dictionary.loss(x, None, StepInput(sparsity_scale=0.25))
+    assert out.codes is not None
     assert torch.allclose(out.codes, (gate > 0) * magnitude)
     norms = dictionary.W_dec.norm(dim=1)
     assert torch.allclose(out.terms["sparsity"], 5.0 * 0.25 * (torch.relu(gate) * norms).sum(-1).mean())
@@ -213,11 +236,12 @@ def test_gated_paths_penalty_and_frozen_decoder_aux():
     out.terms["aux"].backward()
     # zero_grad sets grads to None: a parameter outside the aux term's graph keeps None.
     assert dictionary.W_dec.grad is None and dictionary.b_mag.grad is None
-    assert dictionary.W_enc.grad.abs().sum() > 0 and dictionary.b_gate.grad.abs().sum() > 0
+    assert _grad(dictionary.W_enc).abs().sum() > 0 and _grad(dictionary.b_gate).abs().sum() > 0
 
 
 def test_topk_sparse_paths_equal_dense_paths():
     dictionary = _trained("topk")
+    assert isinstance(dictionary, TopKDictionary)
     x = _data(seed=4)
     values, indices = dictionary.encode_sparse(x)
     assert values.shape == indices.shape == (N, 4)
@@ -263,7 +287,7 @@ def test_topk_aux_loss_reaches_only_dead_latents():
     assert torch.allclose(out.terms["aux"], expected)
     dictionary.zero_grad()
     out.terms["aux"].backward()
-    enc_grad = dictionary.W_enc.grad.abs().sum(0)
+    enc_grad = _grad(dictionary.W_enc).abs().sum(0)
     assert (enc_grad[dead] > 0).any() and (enc_grad[~dead] == 0).all()
     with torch.no_grad():
         dictionary.b_enc[:8] = -100.0  # dead latents with negative pre-activations cannot help
@@ -277,17 +301,18 @@ def test_jumprelu_step_gradient_is_the_rectangle_estimate():
     pre = torch.tensor([[1.004, 2.5], [0.997, 2.0049], [1.2, 1.0], [1.008, 1.993]])
     step(pre, theta, eps).sum().backward()
     # Rows within eps/2 of theta: two for latent 0, one for latent 1.
-    assert torch.allclose(theta.grad, torch.tensor([-2 / eps, -1 / eps]))
+    assert torch.allclose(_grad(theta), torch.tensor([-2 / eps, -1 / eps]))
     theta.grad = None
     out = jumprelu(pre, theta, eps)
     assert torch.equal(out, pre * (pre > theta.detach()))
     out.sum().backward()
-    assert torch.allclose(theta.grad, torch.tensor([-(1.0 / eps) * 2, -(2.0 / eps) * 1]))
+    assert torch.allclose(_grad(theta), torch.tensor([-(1.0 / eps) * 2, -(2.0 / eps) * 1]))
 
 
 def test_jumprelu_threshold_learns_from_l0_near_threshold():
     torch.manual_seed(0)
     dictionary = make_dictionary("jumprelu", D, F, bandwidth=0.01)
+    assert isinstance(dictionary, JumpReLUDictionary)
     x = _data()
     with torch.no_grad():
         pre0 = dictionary.pre_acts(x)[0]
@@ -296,9 +321,10 @@ def test_jumprelu_threshold_learns_from_l0_near_threshold():
         dictionary.log_threshold[near] = torch.log(pre0[near] - 0.001)
     out = dictionary.loss(x)
     pre = dictionary.pre_acts(x)
+    assert out.codes is not None
     assert torch.equal(out.codes, pre * (pre > dictionary.threshold))
     out.terms["sparsity"].backward()
-    grad = dictionary.log_threshold.grad
+    grad = _grad(dictionary.log_threshold)
     assert near.sum() > 3 and (grad[near] < 0).all()
 
 
@@ -314,13 +340,16 @@ def test_float32_thresholds_survive_dtype_changes():
 def test_batchtopk_selects_k_per_row_over_the_batch_and_uses_threshold_in_eval():
     torch.manual_seed(0)
     dictionary = make_dictionary("batchtopk", D, F, k=4, threshold_beta=0.9)
+    assert isinstance(dictionary, BatchTopKDictionary)
     x = _data()
     out = dictionary.loss(x)
+    assert out.codes is not None
     per_row = (out.codes > 0).sum(1)
     assert int(per_row.sum()) == 4 * N and per_row.min() != per_row.max()
     first = out.codes[out.codes > 0].min()
     assert torch.allclose(dictionary.threshold, first)  # the first batch sets the threshold
     second = dictionary.loss(_data(seed=2)).codes
+    assert second is not None
     expected = 0.9 * first + 0.1 * second[second > 0].min()
     assert torch.allclose(dictionary.threshold, expected)
 
@@ -336,6 +365,7 @@ def test_batchtopk_selects_k_per_row_over_the_batch_and_uses_threshold_in_eval()
 
 def test_matryoshka_loss_is_the_mean_of_prefix_errors():
     dictionary = make_dictionary("matryoshka", 2, 3, k=2, group_sizes=[1, 2])
+    assert isinstance(dictionary, MatryoshkaDictionary)
     with torch.no_grad():
         dictionary.W_enc.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
         dictionary.b_enc.copy_(torch.tensor([0.0, 0.0, 0.5]))
@@ -353,6 +383,7 @@ def test_matryoshka_loss_is_the_mean_of_prefix_errors():
     with torch.no_grad():
         dictionary.threshold.zero_()
     out = dictionary.loss(x)
+    assert out.codes is not None
     assert torch.allclose(out.codes, torch.tensor([[2.0, 1.0, 0.5]]))
     assert torch.allclose(out.loss, torch.tensor((1.0 + 2 * (0.5 * r) ** 2) / 2))
 

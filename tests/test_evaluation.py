@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from monosemantic.activations import harvest, held_out
 from monosemantic.baselines import fit_baseline
@@ -15,8 +16,17 @@ from monosemantic.data import storable_mask
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import (
-    corpus_windows, density_summary, evaluate_reconstruction, evaluate_splice, max_cosines, mmcs, scored_positions,
-    stitch, store_rows, store_windows)
+    corpus_windows,
+    density_summary,
+    evaluate_reconstruction,
+    evaluate_splice,
+    max_cosines,
+    mmcs,
+    scored_positions,
+    stitch,
+    store_rows,
+    store_windows,
+)
 from monosemantic.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,6 +154,7 @@ def test_too_few_tokens_is_a_one_line_error():
 @pytest.fixture(scope="module")
 def llama(tiny_model_dir):
     lm = load_model(str(tiny_model_dir("llama")))
+    assert isinstance(lm.model, LlamaForCausalLM)
     # A random model predicts nearly uniformly, where KL(p||q) and KL(q||p) agree and losses
     # barely move; sharpening its logits (this instance only) makes both distinguishable.
     with torch.no_grad():
@@ -354,6 +365,7 @@ def test_mmcs_with_itself_is_one_and_with_random_matches_theory():
     result = mmcs(sae, random, chunk_rows=50)
     assert result.a_to_b == pytest.approx(_expected_max_cosine(512, 32), abs=0.01)
     assert result.b_to_a == pytest.approx(_expected_max_cosine(256, 32), abs=0.01)
+    assert result.a is not None
     assert result.n_a == 256 and result.n_b == 512 and result.a["arch"] == "relu"
     assert mmcs(sae, -sae.W_dec.detach(), absolute=True).a_to_b == pytest.approx(1.0, abs=1e-6)
     _strict_json(result)

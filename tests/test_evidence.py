@@ -12,14 +12,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from typer.testing import CliRunner
 
+from monosemantic.autointerp import AutointerpResult, LatentScore, judge_check
 from monosemantic.baselines import fit_baseline
 from monosemantic.cli import app
 from monosemantic.errors import MonosemanticError
-from monosemantic.evaluation import (probe_tasks, read_labels, resolve_corpus, select_tasks, task_windows,
-                                     training_record)
-from monosemantic.autointerp import AutointerpResult, LatentScore, judge_check
+from monosemantic.evaluation import (
+    probe_tasks,
+    read_labels,
+    resolve_corpus,
+    select_tasks,
+    task_windows,
+    training_record,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -86,6 +93,7 @@ def test_the_random_model_control_really_is_reinitialised(tiny_model_dir):
     from monosemantic.models import load_model, randomly_initialised
 
     lm = load_model(str(tiny_model_dir("llama")))
+    assert isinstance(lm.model, LlamaForCausalLM) and isinstance(lm.tokenizer, PreTrainedTokenizerBase)
     control = randomly_initialised(lm, seed=3)
     assert control.name.endswith("@random-init-3") and control.tokenizer is lm.tokenizer
     trained, fresh = dict(lm.model.named_parameters()), dict(control.model.named_parameters())
@@ -177,6 +185,7 @@ def test_evaluate_scores_a_prose_corpus_and_names_it(tiny_model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     sae = tmp_path / "run" / "topk_k4_x2"
     record = training_record(sae)
+    assert record is not None
     assert record["kind"] == "store" and record["corpus"]["kind"] == "stdlib" and record["context_length"] == 64
     prose = _prose_file(tmp_path)
     result = runner.invoke(app, ["evaluate", str(sae), "--corpus", str(prose), "--windows", "16", "--probe-windows",
@@ -255,17 +264,22 @@ def test_suite_reports_intervals_over_seeds_and_the_verdict_follows_them(tiny_mo
                       tasks=("reconstruction", "tasks"), n_windows=8, probe_windows=24, min_tokens=200,
                       baseline_options={"ica": {"max_iter": 50}})
     ours = suite.task_interval(names[0], 1)
+    assert ours is not None
     assert ours.n == 3 and ours.low < ours.mean < ours.high and math.isfinite(ours.high)
-    assert suite.task_interval("untrained", 1).n == 3  # one untrained copy per seed
+    untrained = suite.task_interval("untrained", 1)
+    assert untrained is not None and untrained.n == 3  # one untrained copy per seed
     neurons = suite.task_interval("neurons", 1)
+    assert neurons is not None
     assert neurons.low == neurons.high == neurons.mean  # one deterministic fit: a point
     verdict = suite.verdict()
     for group in ("untrained", "random-model", "neurons", "pca", "ica"):
         assert group in verdict
     beaten = "It beats every baseline and control" in verdict
-    assert beaten == all(ours.separated_above(suite.task_interval(g, 1))
-                         for g in ("untrained", "random-model", "neurons", "pca", "ica"))
+    others = [suite.task_interval(g, 1) for g in ("untrained", "random-model", "neurons", "pca", "ica")]
+    assert all(other is not None for other in others)
+    assert beaten == all(ours.separated_above(other) for other in others if other is not None)
     assert suite.seed_overlap is not None and len(suite.seed_overlap.pairs) == 3
+    assert suite.frontier is not None
     # The frontier: dense bases truncated to each L0, exact at full width, better with every coordinate.
     for basis in ("neurons", "pca"):
         curve = suite.frontier[basis]

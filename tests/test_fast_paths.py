@@ -7,17 +7,18 @@ fast path must give the same loss terms, codes, reconstructions and parameter gr
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 
-from monosemantic.dictionaries import StepInput, make_dictionary, reconstruction_mse
+from monosemantic.dictionaries import ReLUDictionary, StepInput, make_dictionary, reconstruction_mse
 from monosemantic.kernels import sparse as sparse_ops
 from monosemantic.kernels.relu import code_density
 
 D, F, N = 16, 128, 64
 # float64 parameters; reconstruction_mse works in float32, so recon-driven terms carry float32 rounding.
-TOL = {"rtol": 1e-6, "atol": 1e-8}
+TOL: dict[str, Any] = {"rtol": 1e-6, "atol": 1e-8}
 
 
 def _data(n=N, d=D, seed=1, dtype=torch.float64):
@@ -143,12 +144,14 @@ def test_relu_fast_path_matches_dense_reference(case, path):
     options, shape = RELU_CASES[case]
     torch.manual_seed(0)
     dictionary = _perturbed(make_dictionary("relu", D, F, dtype=torch.float64, **shape, **options))
+    assert isinstance(dictionary, ReLUDictionary)
     with torch.no_grad():
         dictionary.b_enc.sub_(0.3)  # sparse-ish codes, as late in training
     dictionary.max_sparse_density = 1.0 if path == "sparse" else 0.0
     x = _data().requires_grad_()  # the input's gradient is checked too
     target = _data(d=dictionary.d_out, seed=2) if "d_out" in shape else None
     out = dictionary.loss(x, target, StepInput(sparsity_scale=0.7))
+    assert out.codes is not None
     # Backpropagating through the codes as well exercises the codes' own gradient.
     fast = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
     loss, mse, sparsity, codes, recon = _relu_reference(dictionary, x, x if target is None else target, 0.7)
@@ -163,6 +166,7 @@ def test_relu_fast_path_matches_dense_reference(case, path):
 def test_relu_paths_agree_in_float32_and_without_sparsity_gradient():
     torch.manual_seed(0)
     dictionary = _perturbed(make_dictionary("relu", D, F, weight_l1_by_decoder_norm=True))
+    assert isinstance(dictionary, ReLUDictionary)
     x = _data(dtype=torch.float32)
     results = []
     for density, fast in ((1.0, True), (0.0, True), (0.0, False)):
@@ -202,10 +206,12 @@ def test_topk_fast_path_matches_dense_reference(dead, shape):
     x = _data().requires_grad_()
     target = _data(d=dictionary.d_out, seed=2) if shape else x
     out = dictionary.loss(x, target if shape else None, StepInput(dead_F=dead_F))
+    assert out.codes is not None
     fast = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
     loss, mse, aux, codes, recon = _topk_reference(dictionary, x, target, dead_F)
     reference = _grads(dictionary, loss + 0.01 * codes.pow(2).sum(), x)
-    for got, want in ((out.loss, loss), (out.mse, mse), (out.terms["aux"], aux), (out.codes, codes), (out.recon, recon)):
+    for got, want in ((out.loss, loss), (out.mse, mse), (out.terms["aux"], aux), (out.codes, codes),
+                      (out.recon, recon)):
         torch.testing.assert_close(got, want.to(got.dtype), **TOL)
     assert (out.terms["aux"] > 0) == dead
     _assert_same_grads(fast, reference)
@@ -288,6 +294,7 @@ def test_pooled_buffers_never_change_earlier_outputs(arch, options):
     plain.fast_path = False
     x1, x2 = _data(1024, 32, seed=1, dtype=torch.float32), _data(1024, 32, seed=2, dtype=torch.float32)
     first = dictionary.loss(x1)
+    assert first.codes is not None
     kept = first.codes.clone()
     first.loss.backward()
     second = dictionary.loss(x2)  # while `first` is alive
@@ -306,13 +313,14 @@ def test_loss_can_return_sparse_codes_instead_of_dense(fast):
     x_ND = torch.randn(32, 16)
     dense = d.loss(x_ND)
     sparse = d.loss(x_ND, None, StepInput(dense_codes=False))
-    assert sparse.codes is None and sparse.sparse.indices.shape == (32, 4)
+    assert sparse.codes is None and sparse.sparse is not None and sparse.sparse.indices.shape == (32, 4)
     rebuilt_NF = torch.zeros(32, 64).scatter(1, sparse.sparse.indices, sparse.sparse.values)
     torch.testing.assert_close(rebuilt_NF, dense.codes)
     torch.testing.assert_close(sparse.loss, dense.loss)
     # Architectures without a sparse form keep dense codes.
     relu = make_dictionary("relu", 16, 64).train()
-    assert relu.loss(x_ND, None, StepInput(dense_codes=False)).codes.shape == (32, 64)
+    relu_codes = relu.loss(x_ND, None, StepInput(dense_codes=False)).codes
+    assert relu_codes is not None and relu_codes.shape == (32, 64)
 
 
 def test_scratch_falls_back_to_fresh_memory_without_torchs_use_count(monkeypatch):
@@ -330,7 +338,7 @@ def test_scratch_falls_back_to_fresh_memory_without_torchs_use_count(monkeypatch
     d = make_dictionary("topk", 16, 64, k=4)
     out = d.loss(torch.randn(32, 16, generator=torch.Generator().manual_seed(0)))
     out.loss.backward()
-    assert torch.isfinite(d.W_enc.grad).all()
+    assert d.W_enc.grad is not None and torch.isfinite(d.W_enc.grad).all()
 
 
 def test_use_count_sees_whether_a_storage_is_shared():

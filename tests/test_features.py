@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 from typer.testing import CliRunner
 
 from monosemantic.baselines import fit_baseline
@@ -39,6 +40,7 @@ SETTINGS = {"n_top": 5, "n_quantiles": 4, "per_quantile": 3, "n_negative": 4, "c
 @pytest.fixture(scope="module")
 def llama(tiny_model_dir):
     lm = load_model(str(tiny_model_dir("llama")))
+    assert isinstance(lm.model, LlamaForCausalLM)
     # A non-trivial final-norm scale, so the logit-lens test sees whether it is applied.
     with torch.no_grad():
         lm.model.model.norm.weight.copy_(torch.rand(64, generator=torch.Generator().manual_seed(5)) + 0.5)

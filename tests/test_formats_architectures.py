@@ -37,8 +37,9 @@ def _dictionary(arch: str) -> Dictionary:
     with torch.no_grad():
         for _, param in dictionary.named_parameters():
             param.copy_(torch.randn_like(param) * 0.3)
-        if getattr(dictionary, "threshold", None) is not None and dictionary.threshold.ndim == 0:
-            dictionary.threshold.fill_(0.25)
+        threshold = getattr(dictionary, "threshold", None)
+        if threshold is not None and threshold.ndim == 0:
+            threshold.fill_(0.25)
     return dictionary.eval()
 
 

@@ -74,7 +74,8 @@ def test_missing_local_path_is_tried_as_a_repo_and_fails_clearly_offline(tmp_pat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(MonosemanticError, match=r"no-such-org/no-such-sae is not a local path and could not be fetched"):
+    with pytest.raises(MonosemanticError,
+                       match=r"no-such-org/no-such-sae is not a local path and could not be fetched"):
         load_dictionary("no-such-org/no-such-sae", subfolder="layers.6")
     with pytest.raises(MonosemanticError, match="does not exist and is not a Hugging Face repo id"):
         load_dictionary(str(tmp_path / "missing" / "deeper"))
@@ -135,7 +136,8 @@ def test_unsupported_saelens_architecture_and_normalisation(tmp_path):
     folder = _copy("saelens/standard", tmp_path)
     cfg = json.loads((folder / "cfg.json").read_text())
     (folder / "cfg.json").write_text(json.dumps({**cfg, "architecture": "matching_pursuit"}))
-    with pytest.raises(MonosemanticError, match="architecture 'matching_pursuit' is not supported; supported: standard"):
+    with pytest.raises(MonosemanticError,
+                       match="architecture 'matching_pursuit' is not supported; supported: standard"):
         load_dictionary(folder)
     (folder / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "covariance_whitening"}))
     with pytest.raises(MonosemanticError, match="covariance_whitening.*cannot be represented"):
@@ -301,7 +303,8 @@ def test_openai_checkpoint_matches_the_library_formula(tmp_path, activation):
     if activation == "TopK":
         with pytest.raises(MonosemanticError, match="decode needs the input too"):
             dictionary.decode(codes)
-        with pytest.raises(MonosemanticError, match="training a dictionary with input_norm=layer_norm is not supported"):
+        with pytest.raises(MonosemanticError,
+                           match="training a dictionary with input_norm=layer_norm is not supported"):
             dictionary.loss(x)
 
 

@@ -23,9 +23,12 @@ FIXTURES = sorted(p.parent.relative_to(ROOT).as_posix() for p in ROOT.rglob("exp
 EXPECTED = {
     "dictionary_learning/AutoEncoder": ("dictionary_learning", "relu", "blocks.3.resid_post", "blocks.3.resid_post"),
     "dictionary_learning/AutoEncoderNew": ("dictionary_learning", "relu", "blocks.3.resid_post", "blocks.3.resid_post"),
-    "dictionary_learning/AutoEncoderTopK": ("dictionary_learning", "topk", "blocks.3.resid_post", "blocks.3.resid_post"),
-    "dictionary_learning/BatchTopKSAE": ("dictionary_learning", "batchtopk", "blocks.3.resid_post", "blocks.3.resid_post"),
-    "dictionary_learning/GatedAutoEncoder": ("dictionary_learning", "gated", "blocks.3.resid_post", "blocks.3.resid_post"),
+    "dictionary_learning/AutoEncoderTopK": ("dictionary_learning", "topk", "blocks.3.resid_post",
+                                            "blocks.3.resid_post"),
+    "dictionary_learning/BatchTopKSAE": ("dictionary_learning", "batchtopk", "blocks.3.resid_post",
+                                         "blocks.3.resid_post"),
+    "dictionary_learning/GatedAutoEncoder": ("dictionary_learning", "gated", "blocks.3.resid_post",
+                                             "blocks.3.resid_post"),
     "dictionary_learning/JumpReluAutoEncoder": ("dictionary_learning", "jumprelu", "blocks.3.resid_post",
                                                 "blocks.3.resid_post"),
     "dictionary_learning/MatryoshkaBatchTopKSAE": ("dictionary_learning", "matryoshka", "blocks.3.resid_post",
@@ -53,7 +56,7 @@ EXPECTED = {
 
 
 def test_every_fixture_is_listed():
-    assert FIXTURES == sorted(EXPECTED)
+    assert sorted(EXPECTED) == FIXTURES
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -148,7 +151,8 @@ def test_fixture_converts_exactly_or_is_refused_for_the_expected_reason(tmp_path
 
 
 def test_sparsify_run_folder_needs_a_hookpoint():
-    with pytest.raises(MonosemanticError, match=r"sparsify run with hookpoints layers\.1, layers\.1\.mlp, layers\.2\.mlp"):
+    with pytest.raises(MonosemanticError,
+                       match=r"sparsify run with hookpoints layers\.1, layers\.1\.mlp, layers\.2\.mlp"):
         load_dictionary(ROOT / "sparsify" / "run")
     assert load_dictionary(ROOT / "sparsify" / "run", subfolder="layers.1.mlp").config.site_out == "blocks.1.mlp_out"
 

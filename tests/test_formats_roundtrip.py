@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monosemantic.dictionaries import make_dictionary
+from monosemantic.dictionaries import BatchTopKDictionary, JumpReLUDictionary, make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.formats import detect_format, load_dictionary, save_dictionary_as
 
@@ -31,7 +31,8 @@ CASES = {
     "relu_skip_transcoder": ("relu", {"d_out": D_OUT, "skip": True}),
     "jumprelu_transcoder": ("jumprelu", {"d_out": D_OUT}),
     "batchtopk_skip_transcoder": ("batchtopk", {"k": 4, "d_out": D_OUT, "skip": True}),
-    "topk_skip_transcoder": ("topk", {"k": 4, "skip": True, "site_in": "blocks.2.mlp_in", "site_out": "blocks.2.mlp_out"}),
+    "topk_skip_transcoder": ("topk", {"k": 4, "skip": True, "site_in": "blocks.2.mlp_in",
+                                      "site_out": "blocks.2.mlp_out"}),
     "topk_layer_norm": ("topk", {"k": 4, "input_norm": "layer_norm"}),
     "relu_constant_norm": ("relu", {"input_norm": "constant_norm_rescale"}),
 }
@@ -58,8 +59,10 @@ def _dictionary(case: str):
         for _, param in dictionary.named_parameters():
             param.copy_(torch.randn_like(param) * 0.3)
         if arch in ("batchtopk", "matryoshka"):
+            assert isinstance(dictionary, BatchTopKDictionary)  # matryoshka is one too
             dictionary.threshold.fill_(0.25)
         if arch == "jumprelu":
+            assert isinstance(dictionary, JumpReLUDictionary)
             dictionary.log_threshold.copy_(torch.rand(F).mul(0.5).add(1e-3).log())
     return dictionary.eval()
 
@@ -108,6 +111,7 @@ def test_batchtopk_and_matryoshka_keep_their_kind_in_dictionary_learning(tmp_pat
         save_dictionary_as(_dictionary(case), tmp_path / case, to="dictionary_learning")
         loaded = load_dictionary(tmp_path / case)
         assert loaded.config.arch == arch and loaded.options["k"] == 4
+        assert isinstance(loaded, BatchTopKDictionary)
         assert float(loaded.threshold) == pytest.approx(0.25)
     assert loaded.options["group_sizes"] == [8, 8, 16]
 
@@ -115,6 +119,7 @@ def test_batchtopk_and_matryoshka_keep_their_kind_in_dictionary_learning(tmp_pat
 def test_unestimated_batchtopk_threshold_round_trips_as_the_library_marks_it(tmp_path):
     # Our 0 and dictionary_learning's -1 both mean "not estimated": every positive code is kept.
     original = _dictionary("batchtopk")
+    assert isinstance(original, BatchTopKDictionary)
     original.threshold.zero_()
     save_dictionary_as(original, tmp_path / "dl", to="dictionary_learning")
     state = torch.load(tmp_path / "dl" / "ae.pt", weights_only=True)

@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from monosemantic.activations import ActivationStore, harvest, read_manifest
 from monosemantic.activations.plan import ShardPlan
@@ -30,9 +31,10 @@ MODULES = {
     "gpt2": {"blocks.1.resid_post": "transformer.h.1", "blocks.2.mlp_out": "transformer.h.2.mlp"},
     "gpt_neox": {"blocks.1.resid_post": "gpt_neox.layers.1", "blocks.2.mlp_out": "gpt_neox.layers.2.mlp"},
 }
-SMALL = dict(n_tokens=200, context_length=32, batch_size=3, shard_rows=64, progress=False)
+SMALL: dict[str, Any] = dict(n_tokens=200, context_length=32, batch_size=3, shard_rows=64, progress=False)
 # Many small shards, so a process can be killed between two of them.
-MANY_SHARDS = dict(corpus="stdlib", n_tokens=24_000, context_length=64, batch_size=4, shard_rows=128, progress=False)
+MANY_SHARDS: dict[str, Any] = dict(corpus="stdlib", n_tokens=24_000, context_length=64, batch_size=4, shard_rows=128,
+                                   progress=False)
 
 _CHILD = """
 import json, sys, torch
@@ -47,8 +49,9 @@ harvest(load_model(sys.argv[1]), json.loads(sys.argv[3]), sys.argv[2], **json.lo
 def corpus(tmp_path_factory):
     """A few KB of made-up prose as a .jsonl corpus (about 1,500 tokens)."""
     rng = random.Random(0)
-    words = ("the model reads every token and writes a residual stream that later layers refine into "
-             "features such as syntax numbers names places code comments and plain English prose").split()
+    words = ["the", "model", "reads", "every", "token", "and", "writes", "a", "residual", "stream", "that", "later",
+             "layers", "refine", "into", "features", "such", "as", "syntax", "numbers", "names", "places", "code",
+             "comments", "and", "plain", "English", "prose"]
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     docs = [" ".join(rng.choice(words) for _ in range(rng.randint(10, 60))).capitalize() + "." for _ in range(60)]
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
@@ -107,8 +110,10 @@ def test_rows_equal_a_plain_transformers_forward(family, tiny_model_dir, corpus,
         torch.testing.assert_close(rows_ND, expected[site][window, position.long()], rtol=0, atol=1e-5)
     # The windows and rows are the plan: the corpus's first windows, its storable positions in
     # order, cut at exactly n_tokens.
-    first = [w for w, _ in zip(token_windows(text_source(corpus), lm.tokenizer, 32), range(len(windows_WS)))]
+    first: list[torch.Tensor] = [w for w, _ in zip(token_windows(text_source(corpus), lm.tokenizer, 32),
+                                                   range(len(windows_WS)))]
     assert torch.equal(windows_WS.long(), torch.stack(first))
+    assert isinstance(lm.tokenizer, PreTrainedTokenizerBase)
     mask_WS = storable_mask(windows_WS, lm.tokenizer.all_special_ids)
     planned_window, planned_position = mask_WS.nonzero(as_tuple=True)
     assert torch.equal(window, planned_window[:200]) and torch.equal(position.long(), planned_position[:200])
@@ -147,7 +152,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_rows(llama_dir, reference, t
     finally:
         child.kill()
         child.wait()
-    assert not read_manifest(out).complete, "the harvest finished before it could be killed"
+    manifest = read_manifest(out)
+    assert manifest is not None
+    assert not manifest.complete, "the harvest finished before it could be killed"
     sidecars = sorted(out.glob("shard_*.json"))
     assert 3 <= len(sidecars) < reference.num_shards
     # Also what a kill between writing a shard and its sidecar leaves, and a torn temporary file.

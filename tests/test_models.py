@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from conftest import TINY_FAMILIES
 from monosemantic.errors import MonosemanticError
@@ -63,6 +64,7 @@ def test_mlp_hidden_is_the_down_projection_input(tiny_model_dir):
 
 def test_capture_stops_after_the_last_needed_layer(tiny_model_dir):
     lm = load_model(str(tiny_model_dir("llama")))
+    assert isinstance(lm.model, LlamaForCausalLM)
     calls = []
     handles = [lm.model.model.layers[i].register_forward_hook(lambda *a, i=i: calls.append(i)) for i in range(4)]
     handles.append(lm.model.lm_head.register_forward_hook(lambda *a: calls.append("lm_head")))

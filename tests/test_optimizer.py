@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -90,8 +92,9 @@ def test_a_dictionarys_transposed_encoder_goes_through_an_alias():
 
 def test_refuses_what_it_cannot_do():
     w, _ = _pair((3, 4), True)
+    groups: Any = [{"params": [w]}]  # Any: deliberately not the flat list of tensors Adam takes
     with pytest.raises(TypeError, match="flat list"):
-        Adam([{"params": [w]}], lr=0.1)
+        Adam(groups, lr=0.1)
     optimizer = Adam([w], lr=0.1)
     with pytest.raises(TypeError, match="closure"):
         optimizer.step(lambda: 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monosemantic.dictionaries import StepInput, make_dictionary
+from monosemantic.dictionaries import PAnnealDictionary, StepInput, make_dictionary
 from monosemantic.dictionaries.p_anneal import annealed_p
 from monosemantic.errors import MonosemanticError
 
@@ -31,6 +31,7 @@ def test_p_holds_then_falls_in_equal_steps_to_p_end_by_the_end_of_the_run():
 def test_penalty_is_the_lp_norm_of_the_codes_and_has_finite_gradients_at_zero(penalty):
     torch.manual_seed(0)
     d = make_dictionary("p_anneal", D, F, penalty=penalty)
+    assert isinstance(d, PAnnealDictionary)
     codes = torch.relu(torch.randn(32, F, requires_grad=True))
     assert (codes == 0).any()
     for p in (1.0, 0.5, 0.2):
@@ -40,6 +41,7 @@ def test_penalty_is_the_lp_norm_of_the_codes_and_has_finite_gradients_at_zero(pe
         torch.testing.assert_close(got, want)
     leaf = torch.randn(32, F).requires_grad_()
     d.lp_penalty(torch.relu(leaf), 0.2).backward()
+    assert leaf.grad is not None
     assert torch.isfinite(leaf.grad).all() and (leaf.grad[leaf <= 0] == 0).all()
     torch.testing.assert_close(d.lp_penalty(torch.relu(leaf), 1.0), torch.relu(leaf).sum(-1).mean())  # p=1: L1
 
@@ -47,6 +49,7 @@ def test_penalty_is_the_lp_norm_of_the_codes_and_has_finite_gradients_at_zero(pe
 def test_loss_is_plain_l1_before_annealing_and_keeps_its_scale_after():
     torch.manual_seed(0)
     d = make_dictionary("p_anneal", D, F, l1_coeff=0.01, anneal_start=0.5, p_end=0.25)
+    assert isinstance(d, PAnnealDictionary)
     relu = make_dictionary("relu", D, F, l1_coeff=0.01)
     relu.load_state_dict(d.state_dict())
     x = _data()

@@ -12,8 +12,17 @@ from monosemantic.baselines import fit_baseline
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import (
-    PYTHON_CATEGORIES, LabelledRows, cluster_codes, corpus_windows, labelled_activations, labelled_windows,
-    labels_from_spans, labels_from_tokens, probe_dictionaries, python_token_labels)
+    PYTHON_CATEGORIES,
+    LabelledRows,
+    cluster_codes,
+    corpus_windows,
+    labelled_activations,
+    labelled_windows,
+    labels_from_spans,
+    labels_from_tokens,
+    probe_dictionaries,
+    python_token_labels,
+)
 from monosemantic.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,9 +12,25 @@ import torch
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import (
-    AbsorbedWord, AbsorptionConfig, AbsorptionResult, Cluster, ClusteringConfig, ClusteringResult, LetterAbsorption,
-    ProbeScore, ProbingConfig, ProbingResult, ReconstructionConfig, ReconstructionResult, SpliceConfig, SpliceResult,
-    TokenExample, density_summary, mmcs, write_report)
+    AbsorbedWord,
+    AbsorptionConfig,
+    AbsorptionResult,
+    Cluster,
+    ClusteringConfig,
+    ClusteringResult,
+    LetterAbsorption,
+    ProbeScore,
+    ProbingConfig,
+    ProbingResult,
+    ReconstructionConfig,
+    ReconstructionResult,
+    SpliceConfig,
+    SpliceResult,
+    TokenExample,
+    density_summary,
+    mmcs,
+    write_report,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,8 +16,15 @@ import torch
 
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
-from monosemantic.evaluation.seeds import (Interval, check_seed_group, cross_seed_overlap, hungarian_match, interval,
-                                           overlap_matrix, seed_intervals)
+from monosemantic.evaluation.seeds import (
+    Interval,
+    check_seed_group,
+    cross_seed_overlap,
+    hungarian_match,
+    interval,
+    overlap_matrix,
+    seed_intervals,
+)
 from monosemantic.training import TensorSource, TrainConfig, build_dictionaries, read_metrics, sweep, sweep_specs
 from monosemantic.training.sweep import check_seeds, seed_groups
 

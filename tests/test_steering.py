@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Any
 
 import pytest
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from typer.testing import CliRunner
 
 from monosemantic.cli import app
@@ -103,7 +105,8 @@ def test_crosscoder_steers_each_source_with_its_slice(lm, ids):
     assert list(added) == sites
     torch.testing.assert_close(steered[sites[0]], expected[sites[0]], rtol=0, atol=1e-6)
     torch.testing.assert_close(steered[sites[1]], expected[sites[1]] + 2.0 * W_dec[5, 1], rtol=0, atol=1e-5)
-    with pytest.raises(MonosemanticError, match="steers at all its sites at once"), steering(lm, crosscoder, 5, 2.0, site=sites[0]):
+    with (pytest.raises(MonosemanticError, match="steers at all its sites at once"),
+          steering(lm, crosscoder, 5, 2.0, site=sites[0])):
         pass
 
 
@@ -120,7 +123,8 @@ def test_relative_norm_scales_the_unit_direction(lm, ids):
 
 def test_bad_latent_and_long_prompt_are_one_line_errors(lm):
     sae = _sae()
-    for latent in (32, -1, 2.0):
+    bad_latents: tuple[Any, ...] = (32, -1, 2.0)  # Any: 2.0 is deliberately not an int
+    for latent in bad_latents:
         with pytest.raises(MonosemanticError, match=r"32 latents, numbered 0 to 31"), steering(lm, sae, latent, 1.0):
             pass
     too_long = " x" * 300  # the tiny model allows 256 positions
@@ -145,9 +149,12 @@ def sharp_lm(tiny_model_dir):
     """The tiny llama with one token's (tied) embedding made long: steering the last residual stream along
     that embedding then has a large, known effect on that token's logit."""
     lm = load_model(str(tiny_model_dir("llama")))
+    assert isinstance(lm.model, PreTrainedModel) and isinstance(lm.tokenizer, PreTrainedTokenizerBase)
     token = lm.tokenizer(" banana", add_special_tokens=False).input_ids[0]
+    unembedding = lm.model.get_output_embeddings()
+    assert isinstance(unembedding, torch.nn.Linear)
     with torch.no_grad():
-        lm.model.get_output_embeddings().weight[token] *= 15
+        unembedding.weight[token] *= 15
     return lm, token
 
 
@@ -202,7 +209,7 @@ def test_steer_prompt_is_its_parts_put_together(lm, tmp_path):
     assert shown.steered == generate_steered(lm, sae, 3, 50.0, PROMPT, max_new_tokens=8) != shown.clean
     assert shown.norm is None and (shown.latent, shown.multiple) == (3, 50.0)
     curve = steering_curve(lm, sae, 3, [0.0, 50.0], windows_WS, progress=False)
-    assert shown.curve.to_dict() == curve.to_dict()
+    assert shown.curve is not None and shown.curve.to_dict() == curve.to_dict()
     assert shown.plot == str(tmp_path / "curve.png") and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     relative = steer_prompt(lm, sae, 3, PROMPT, 0.5, max_new_tokens=8, relative=True, windows_WS=windows_WS)
     norm = typical_norm(lm, SITE, windows_WS)
@@ -225,7 +232,7 @@ def test_steer_cli_prints_clean_and_steered(lm, tiny_model_dir, tmp_path):
     clean = generate_steered(lm, sae, 3, 0.0, PROMPT, max_new_tokens=8)
     steered = generate_steered(lm, sae, 3, 50.0, PROMPT, max_new_tokens=8)
     assert f"clean:   {clean!r}" in result.output and f"{steered!r}" in result.output
-    assert "P(promoted)" in result.output and len([l for l in result.output.splitlines() if l.strip().startswith(
-        ("0 ", "50 "))]) == 2
+    assert "P(promoted)" in result.output and len(
+        [line for line in result.output.splitlines() if line.strip().startswith(("0 ", "50 "))]) == 2
     bad = CliRunner().invoke(app, ["steer", str(tmp_path / "sae"), "--latent", "99", PROMPT])
     assert bad.exit_code == 2 and "numbered 0 to 31" in bad.output

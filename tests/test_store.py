@@ -12,8 +12,16 @@ import json
 import pytest
 import torch
 
-from monosemantic.activations import (ActivationStore, Manifest, StoreSettings, finish_store, held_out,
-                                      read_manifest, row_fields, write_shard)
+from monosemantic.activations import (
+    ActivationStore,
+    Manifest,
+    StoreSettings,
+    finish_store,
+    held_out,
+    read_manifest,
+    row_fields,
+    write_shard,
+)
 from monosemantic.activations.manifest import describe_differences, write_manifest
 from monosemantic.errors import MonosemanticError, StoreError
 
@@ -54,7 +62,9 @@ def _write_shards(folder, dtype=torch.float32, finish=True, windows_per_shard=WI
         write_shard(folder, index, {**acts, **fields}, window, window + n_windows)
         row, window = row + n, window + n_windows
     if finish:
-        finish_store(folder, read_manifest(folder), len(windows_per_shard))
+        manifest = read_manifest(folder)
+        assert manifest is not None
+        finish_store(folder, manifest, len(windows_per_shard))
     return ({s: torch.cat(t) for s, t in written.items()}, {k: torch.cat(v) for k, v in tokens.items()})
 
 
@@ -228,6 +238,7 @@ def test_manifest_round_trip_and_differences(tmp_path):
     settings = _settings(100)
     write_manifest(tmp_path, Manifest(settings=settings))
     back = read_manifest(tmp_path)
+    assert back is not None
     assert back.settings == settings and not back.complete and back.rows == 0
     assert back.settings.dtype == "float32"
     other = StoreSettings(**{**settings.__dict__, "context_length": 64, "model": {"name": "other"}})

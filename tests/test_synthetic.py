@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,13 +13,20 @@ import torch
 
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
-from monosemantic.evaluation.synthetic import (GroundTruthScores, SyntheticConfig, SyntheticSource, make_synthetic,
-                                               match_features, mcc, score_dictionary)
+from monosemantic.evaluation.synthetic import (
+    GroundTruthScores,
+    SyntheticConfig,
+    SyntheticSource,
+    make_synthetic,
+    match_features,
+    mcc,
+    score_dictionary,
+)
 from monosemantic.training import TensorSource, TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FLAT = dict(n_parents=0, correlation_rank=0, correlation_strength=0.0)  # independent, no trees
+FLAT: dict[str, Any] = dict(n_parents=0, correlation_rank=0, correlation_strength=0.0)  # independent, no trees
 
 
 def firing(config: SyntheticConfig, n: int, seed: int = 5):
@@ -45,7 +53,7 @@ def test_children_fire_only_with_their_parent_and_keep_their_configured_frequenc
 
 
 def test_features_sharing_a_factor_fire_together_and_an_independent_control_does_not():
-    base = dict(n_features=32, d_model=16, n_parents=0, zipf_exponent=0.5, mean_active=6.0, seed=1)
+    base: dict[str, Any] = dict(n_features=32, d_model=16, n_parents=0, zipf_exponent=0.5, mean_active=6.0, seed=1)
     model, fire_NG = firing(SyntheticConfig(**base, correlation_rank=2, correlation_strength=0.8), 20_000)
     _, control_NG = firing(SyntheticConfig(**base, correlation_rank=0, correlation_strength=0.0), 20_000)
     predicted_GG = 0.8 * model.loadings_GR @ model.loadings_GR.T

@@ -16,17 +16,29 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from monosemantic.dictionaries import load_dictionary_native, make_dictionary
 from monosemantic.errors import MonosemanticError
-from monosemantic.training import (LiveSource, StoreSource, TensorSource, TrainConfig, Trainer, build_dictionaries,
-                                   read_metrics, sweep, sweep_from_store, sweep_specs, train_from_store)
+from monosemantic.processes import SingleProcess
+from monosemantic.training import (
+    LiveSource,
+    StoreSource,
+    TensorSource,
+    TrainConfig,
+    Trainer,
+    build_dictionaries,
+    read_metrics,
+    sweep,
+    sweep_from_store,
+    sweep_specs,
+    train_from_store,
+)
 from monosemantic.training.layout import Batch, Layout, check_batch
 from monosemantic.training.resample import resample_dead_
-from monosemantic.processes import SingleProcess
 from monosemantic.training.schedules import lr_factor, sparsity_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -180,6 +192,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(out), str(Path(__file__).parent)],
                             env={**os.environ, "PYTHONPATH": str(REPO / "src")}, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint" / "state.pt").exists():
@@ -302,10 +315,12 @@ def test_batch_check_finds_every_non_finite_value_and_passes_huge_finite_ones():
     for bad in (float("nan"), float("inf"), -float("inf")):
         x = torch.zeros(8, 4)
         x[5, 2] = bad
-        with pytest.raises(MonosemanticError, match=r"input rows hold NaN or inf at step 3 \(first at training row 29,"):
+        with pytest.raises(MonosemanticError,
+                           match=r"input rows hold NaN or inf at step 3 \(first at training row 29,"):
             check_batch(Batch(x, None), layout, 3, 8)
         # Either part: a bad target is found as well.
-        with pytest.raises(MonosemanticError, match=r"target rows hold NaN or inf at step 3 \(first at training row 29,"):
+        with pytest.raises(MonosemanticError,
+                           match=r"target rows hold NaN or inf at step 3 \(first at training row 29,"):
             check_batch(Batch(torch.zeros(8, 4), x), Layout((4,), 4, "tensor rows"), 3, 8)
     # inf and -inf together sum to NaN, and inf with finite values to inf: both still caught.
     x = torch.ones(8, 4)
@@ -321,7 +336,8 @@ def test_shape_mismatches_are_reported_before_training(tmp_path):
         Trainer(make_dictionary("relu", 16, 32), config()).fit(TensorSource(x_ND))
     with pytest.raises(MonosemanticError, match=r"transcoder but tensor gives no target rows"):
         Trainer(make_dictionary("relu", 12, 32, d_out=5), config()).fit(TensorSource(x_ND))
-    with pytest.raises(MonosemanticError, match=r"target rows have width 4 but dictionary 'dictionary' expects d_out=5"):
+    with pytest.raises(MonosemanticError,
+                       match=r"target rows have width 4 but dictionary 'dictionary' expects d_out=5"):
         Trainer(make_dictionary("relu", 12, 32, d_out=5), config()).fit(TensorSource(x_ND, x_ND[:, :4]))
     with pytest.raises(MonosemanticError, match="fewer than one batch"):
         Trainer(make_dictionary("relu", 12, 32), config(batch_size=1024, total_tokens=2048)).fit(TensorSource(x_ND))
@@ -357,7 +373,10 @@ def _same_batches(source, start: int, count: int = 6, batch_size: int = 64) -> N
     later = [b for _, b in zip(range(count), source.batches(batch_size, seed=4, start_step=start))]
     for a, b in zip(whole, later, strict=True):
         assert torch.equal(a.x, b.x)
-        assert (a.target is None and b.target is None) or torch.equal(a.target, b.target)
+        if a.target is None or b.target is None:
+            assert a.target is None and b.target is None
+        else:
+            assert torch.equal(a.target, b.target)
 
 
 def test_sources_start_at_any_step_with_the_same_batches(tiny_store):
@@ -384,7 +403,9 @@ def test_store_partitions_make_global_batches_from_each_ranks_own_shards(tiny_st
     ranks = [[b for _, b in zip(range(4), source.local_batches(64, seed=4, rank=r, world=2))] for r in (0, 1)]
     for step, batch in enumerate(whole):
         assert torch.equal(batch.x, torch.cat([ranks[0][step].x, ranks[1][step].x]))
-        assert torch.equal(batch.target, torch.cat([ranks[0][step].target, ranks[1][step].target]))
+        target, target0, target1 = batch.target, ranks[0][step].target, ranks[1][step].target
+        assert target is not None and target0 is not None and target1 is not None
+        assert torch.equal(target, torch.cat([target0, target1]))
     # Rank 0's rows come only from even shards: every one of them is a row of an even shard.
     even = torch.cat([store.read_shard(i)["blocks.1.resid_post"] for i in range(0, store.num_shards, 2)])
     rows = torch.cat([b.x for b in ranks[0]])
@@ -434,7 +455,8 @@ def test_live_training_without_a_store(tiny_store, tmp_path):
 
 
 def test_config_round_trips_and_rejects_bad_values():
-    cfg = TrainConfig(total_tokens=10_000, batch_size=100, resample_every=50, betas=[0.9, 0.99])
+    betas: Any = [0.9, 0.99]  # a list, as JSON gives it (Any: the field is typed as the tuple it becomes)
+    cfg = TrainConfig(total_tokens=10_000, batch_size=100, resample_every=50, betas=betas)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.total_steps == 100 and cfg.warmup_steps == 5 and cfg.sparsity_warmup == 5
     assert TrainConfig(total_tokens=10**10).warmup_steps == 1000

@@ -270,6 +270,7 @@ def test_cli_serve_prints_its_url_and_runs_prompts(built, tmp_path):
     command = [sys.executable, "-m", "monosemantic.cli", "serve", str(built.folder), "--port", "0",
                "--dictionary", str(dictionary_dir)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
     try:
         line = process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)

@@ -20,6 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
+
+from monosemantic.viz import build_app, build_dashboard, make_server, server_url
 from test_viz import (
     ATTACK,
     EXPLAINED,
@@ -29,8 +31,6 @@ from test_viz import (
     library_codes,
     make_features,
 )
-
-from monosemantic.viz import build_app, build_dashboard, make_server, server_url
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,7 +115,8 @@ def test_static_dashboard_from_file_search_sort_and_click_through(browser, site)
     search = browser.find_element(By.ID, "search")
     search.send_keys("alert")
     expected = [i for i in by_density
-                if "alert" in (rows[i]["e"] or "").lower() or any("alert" in t.lower() for t in rows[i]["p"] + rows[i]["t"])]
+                if "alert" in (rows[i]["e"] or "").lower()
+                or any("alert" in t.lower() for t in rows[i]["p"] + rows[i]["t"])]
     assert EXPLAINED in expected
     assert visible_rows(browser) == expected
     assert browser.find_element(By.ID, "count").text == f"{len(expected)} of 128 latents"

@@ -11,10 +11,22 @@ The everyday names are offered at the top level, imported on first use (PEP 562)
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the lazy names' real types, for type checkers and editors; never run
+    from .activations import ActivationStore, harvest
+    from .dictionaries import make_dictionary
+    from .evaluation import evaluate_suite
+    from .features import analyze_features
+    from .formats import load_dictionary
+    from .models import load_model
+    from .training import TrainConfig, Trainer
+    from .viz import build_dashboard
 
 __version__ = "0.1.0"
 
-# name -> the module that defines it, as a string: moving a name is a one-line change here.
+# name -> the module that defines it, as a string. A name added here also goes into the
+# TYPE_CHECKING imports above and into __all__, written out because type checkers read it literally.
 _LAZY = {
     "load_model": "monosemantic.models",
     "harvest": "monosemantic.activations",
@@ -28,7 +40,8 @@ _LAZY = {
     "build_dashboard": "monosemantic.viz",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "load_model", "harvest", "ActivationStore", "make_dictionary", "Trainer", "TrainConfig",
+           "load_dictionary", "evaluate_suite", "analyze_features", "build_dashboard"]
 
 
 def __getattr__(name: str):

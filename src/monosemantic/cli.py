@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -40,9 +40,10 @@ def _quiet_transformers() -> None:
 
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or smollm2-135m.")]
-DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, auto (under torchrun cuda = cuda:LOCAL_RANK).")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, auto "
+                                             "(under torchrun cuda = cuda:LOCAL_RANK).")]
 DtypeOpt = Annotated[str, typer.Option(help="Model dtype (float32 is fastest on CPU).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 
 
 def _load(model: str, device: str, dtype: str, threads: int | None):
@@ -79,8 +80,10 @@ def sites(
 def harvest(
     out: Annotated[Path, typer.Option("--out", "-o", help="Store folder (created, or completed if interrupted).")],
     model: ModelOpt = "smollm2-135m",
-    site: Annotated[list[str], typer.Option("--site", "-s", help="Site to store; repeat for several.")] = [DEFAULT_SITE],  # noqa: B006
-    corpus: Annotated[str, typer.Option(help="stdlib, a .txt/.jsonl/.parquet file or folder, or a HF dataset id.")] = "stdlib",
+    site: Annotated[list[str], typer.Option("--site", "-s",
+                                            help="Site to store; repeat for several.")] = [DEFAULT_SITE],  # noqa: B006
+    corpus: Annotated[str, typer.Option(help="stdlib, a .txt/.jsonl/.parquet file or folder, "
+                                             "or a HF dataset id.")] = "stdlib",
     text_column: Annotated[str, typer.Option(help="Text column of jsonl/parquet/HF datasets.")] = "text",
     split: Annotated[str, typer.Option(help="Split of a HF dataset.")] = "train",
     tokens: Annotated[int, typer.Option(help="Rows (tokens) to store.")] = 1_000_000,
@@ -186,15 +189,15 @@ def _numbers(text: str) -> list:
 StoreOpt = Annotated[Path, typer.Option("--store", help="Activation store made by `monosemantic harvest`.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (rerun the same command to resume).")]
 ArchOpt = Annotated[str, typer.Option(help="Architecture; `monosemantic archs` lists them with their options.")]
-SiteInOpt = Annotated[Optional[str], typer.Option("--site", help="Input site (default: the store's only site).")]
-SiteOutOpt = Annotated[Optional[str], typer.Option("--site-out", help="Output site: makes a transcoder.")]
-SitesOpt = Annotated[Optional[list[str]], typer.Option("--sites", help="Crosscoder sources; repeat.")]
-OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", help="Architecture option NAME=VALUE; repeat.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON file of TrainConfig fields.")]
-TokensOpt = Annotated[Optional[int], typer.Option("--tokens", help="Training tokens.")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Rows per step (default 4096).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 4e-4).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for init and data order.")]
+SiteInOpt = Annotated[str | None, typer.Option("--site", help="Input site (default: the store's only site).")]
+SiteOutOpt = Annotated[str | None, typer.Option("--site-out", help="Output site: makes a transcoder.")]
+SitesOpt = Annotated[list[str] | None, typer.Option("--sites", help="Crosscoder sources; repeat.")]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", help="Architecture option NAME=VALUE; repeat.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="JSON file of TrainConfig fields.")]
+TokensOpt = Annotated[int | None, typer.Option("--tokens", help="Training tokens.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Rows per step (default 4096).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default 4e-4).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for init and data order.")]
 
 
 @app.command()
@@ -217,12 +220,13 @@ def train(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk", site: SiteInOpt 
 @app.command()
 @_friendly
 def sweep(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk",
-          expansions: Annotated[str, typer.Option(help="Dictionary sizes as multiples of the width.")] = "1,2,4,8,16,32",
+          expansions: Annotated[str, typer.Option(help="Dictionary sizes as multiples of the width.")
+                                ] = "1,2,4,8,16,32",
           sparsities: Annotated[str, typer.Option(help="Values of the sparsity option (k, or l1_coeff).")] = "16,32,64",
-          sparsity_option: Annotated[Optional[str], typer.Option(help="Which option the sparsities set.")] = None,
+          sparsity_option: Annotated[str | None, typer.Option(help="Which option the sparsities set.")] = None,
           site: SiteInOpt = None, site_out: SiteOutOpt = None, option: OptionOpt = None, config: ConfigOpt = None,
           tokens: TokensOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None, seed: SeedOpt = None,
-          seeds: Annotated[Optional[str], typer.Option(help="Init seeds, e.g. 0,1,2: every point once per seed "
+          seeds: Annotated[str | None, typer.Option(help="Init seeds, e.g. 0,1,2: every point once per seed "
                                                             "(names ..._s1), same batches.")] = None,
           device: DeviceOpt = "cpu"):
     """Train a grid of sparsity x size (x init seeds) from one pass over an activation store."""
@@ -262,7 +266,7 @@ def _load_dictionary(path: Path):
     return load_dictionary(path)
 
 
-CorpusOpt = Annotated[Optional[str], typer.Option(
+CorpusOpt = Annotated[str | None, typer.Option(
     help="Text to score: stdlib, a .txt/.jsonl/.parquet file or folder, or a dataset id (default: the corpus the "
          "dictionary trained on, held-out windows only).")]
 AllowTrainedOpt = Annotated[bool, typer.Option(help="Allow scoring windows the dictionary trained on.")]
@@ -291,25 +295,28 @@ def _member_names(paths: list[Path]) -> list[str]:
 @_friendly
 def evaluate(
     dictionary: Annotated[Path, typer.Argument(help="A saved dictionary folder.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: DICTIONARY/eval).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder (default: DICTIONARY/eval).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m",
+                                              help="Model (default: the one it was trained on).")] = None,
     corpus: CorpusOpt = None,
     text_column: Annotated[str, typer.Option(help="Field holding the text in .jsonl/.parquet corpora.")] = "text",
-    labels: Annotated[Optional[Path], typer.Option(help="JSONL of {\"text\", \"label\"} or {\"text\", \"spans\": "
-                                                        "[[start, end, label]]}: probe these labels on these texts.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="JSONL of {\"text\", \"label\"} or {\"text\", \"spans\": "
+                                                        "[[start, end, label]]}: probe these labels on these texts.")
+                      ] = None,
     tasks: Annotated[str, typer.Option(help="Comma-separated stages: reconstruction,splice,tasks,probing,clustering,"
-                                            "absorption.")] = "reconstruction,splice,tasks,probing,clustering,absorption",
-    probe_tasks: Annotated[Optional[str], typer.Option(help="Comma-separated contextual tasks or families (python, "
+                                            "absorption.")
+                     ] = "reconstruction,splice,tasks,probing,clustering,absorption",
+    probe_tasks: Annotated[str | None, typer.Option(help="Comma-separated contextual tasks or families (python, "
                                                             "text, sequence); default: all.")] = None,
-    seeds: Annotated[Optional[list[Path]], typer.Option("--seed-of", help="Another seed of the same dictionary "
+    seeds: Annotated[list[Path] | None, typer.Option("--seed-of", help="Another seed of the same dictionary "
                                                                           "(repeat): intervals over seeds.")] = None,
-    random_control: Annotated[Optional[list[Path]], typer.Option(help="A dictionary trained the same way on a randomly "
+    random_control: Annotated[list[Path] | None, typer.Option(help="A dictionary trained the same way on a randomly "
                                                                       "initialised model (repeat).")] = None,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines: identity (neurons), pca, ica, random.")] =
         "identity,pca,ica",
     windows: Annotated[int, typer.Option(help="Windows for reconstruction, spliced loss and clustering.")] = 64,
     probe_windows: Annotated[int, typer.Option(help="Windows for the contextual probing tasks.")] = 256,
-    context: Annotated[Optional[int], typer.Option(help="Tokens per window (default: the training run's, else 128).")] =
+    context: Annotated[int | None, typer.Option(help="Tokens per window (default: the training run's, else 128).")] =
         None,
     allow_trained: AllowTrainedOpt = False,
     min_tokens: Annotated[int, typer.Option(help="Fewest scored tokens accepted.")] = 2000,
@@ -366,7 +373,8 @@ def compare(
 @_friendly
 def dashboard(
     features: Annotated[Path, typer.Argument(help="A feature folder (made by `monosemantic features`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dashboard folder (rebuilt in place for the same dictionary).")],
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="Dashboard folder (rebuilt in place for the same dictionary).")],
     dictionary: Annotated[Path | None, typer.Option(help="Check the features were made from this dictionary.")] = None,
     max_pages: Annotated[int | None, typer.Option(help="Pages only for the N densest latents (default: all).")] = None,
 ):
@@ -416,10 +424,13 @@ def serve(
 @_friendly
 def features(
     dictionary: Annotated[Path, typer.Argument(help="A saved dictionary folder.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Feature folder (default: DICTIONARY/features).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="Feature folder (default: DICTIONARY/features).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m",
+                                              help="Model (default: the one it was trained on).")] = None,
     corpus: CorpusOpt = None,
-    store: Annotated[Path | None, typer.Option(help="Take the held-out windows of this activation store instead.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Take the held-out windows of this activation store "
+                                                    "instead.")] = None,
     windows: Annotated[int, typer.Option(help="Held-out context windows to analyse.")] = 256,
     context: Annotated[int | None, typer.Option(help="Tokens per window (default: the training run's, else 128).")] =
         None,
@@ -456,7 +467,8 @@ def prompt(
     text: Annotated[str, typer.Argument(help="The prompt.")],
     top: Annotated[int, typer.Option(help="Features (and neurons) shown.")] = 10,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the view as an HTML page here.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m",
+                                              help="Model (default: the one it was trained on).")] = None,
     site: Annotated[str | None, typer.Option(help="Site the dictionary reads (default: its config's).")] = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
@@ -492,7 +504,8 @@ def steer(
     plot: Annotated[Path | None, typer.Option(help="Write the curve as a PNG here.")] = None,
     sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one it was trained on).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m",
+                                              help="Model (default: the one it was trained on).")] = None,
     site: Annotated[str | None, typer.Option(help="Site to steer at (default: where the dictionary writes).")] = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
@@ -568,9 +581,9 @@ def convert(
                                             "Face repo id.")],
     dst: Annotated[Path, typer.Argument(help="Folder to write (must be new or empty unless --overwrite).")],
     to: Annotated[str, typer.Option("--to", help="saelens, dictionary_learning, sparsify or native.")] = "native",
-    subfolder: Annotated[Optional[str], typer.Option(help="Sub-folder of SRC holding the dictionary "
+    subfolder: Annotated[str | None, typer.Option(help="Sub-folder of SRC holding the dictionary "
                                                           "(e.g. a sparsify hookpoint).")] = None,
-    source_format: Annotated[Optional[str], typer.Option("--format", help="SRC's format (default: detected).")] = None,
+    source_format: Annotated[str | None, typer.Option("--format", help="SRC's format (default: detected).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty DST.")] = False,
 ):
     """Convert a dictionary between formats (SAELens, dictionary_learning, sparsify, openai, native)."""
@@ -578,7 +591,8 @@ def convert(
     from .formats.load import WRITABLE
 
     if to not in WRITABLE:
-        raise MonosemanticError(f"--to {to!r} is not a format that can be written; expected one of {', '.join(WRITABLE)}")
+        raise MonosemanticError(f"--to {to!r} is not a format that can be written; expected one of "
+                                f"{', '.join(WRITABLE)}")
     dictionary = load_dictionary(src, subfolder, format=source_format)
     written = save_dictionary_as(dictionary, dst, to=to, overwrite=overwrite)
     config = dictionary.config
@@ -595,7 +609,8 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("runs/demo"),
     tokens: Annotated[int, typer.Option(help="Tokens to harvest.")] = 300_000,
     train_tokens: Annotated[int, typer.Option(help="Tokens each dictionary of the sweep trains on.")] = 1_000_000,
-    quick: Annotated[bool, typer.Option(help="A much smaller run (about 5 minutes on 2 CPU cores) to check the set-up.")] = False,
+    quick: Annotated[bool, typer.Option(help="A much smaller run (about 5 minutes on 2 CPU cores) to check the "
+                                             "set-up.")] = False,
     threads: ThreadsOpt = None,
 ):
     """The whole pipeline offline on the embedded defaults (SmolLM2-135M, the stdlib corpus): harvest, a top-k

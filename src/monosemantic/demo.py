@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .evaluation.results import jsonable
 
@@ -76,8 +76,9 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=Non
     if name not in sweep.dictionaries:
         from .errors import MonosemanticError
 
-        raise MonosemanticError(f"the headline dictionary {name} is not in the sweep ({', '.join(sweep.dictionaries)}); "
-                                "make headline_k and headline_expansion one of the swept values")
+        raise MonosemanticError(f"the headline dictionary {name} is not in the sweep "
+                                f"({', '.join(sweep.dictionaries)}); make headline_k and headline_expansion one of "
+                                "the swept values")
     suite, fitted = _evaluate(lm, name, sweep.dictionaries[name], seeds, random, sweep.dictionaries, out, settings,
                               clock)
     report = write_report(suite, out / "eval")
@@ -118,7 +119,7 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
                         context_length=settings.context_length)
     grid = f"k in {list(settings.ks)} x expansion in {list(settings.expansions)}"
     config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed)
-    one = {"expansions": [settings.headline_expansion], "sparsities": [settings.headline_k]}
+    one: dict[str, Any] = {"expansions": [settings.headline_expansion], "sparsities": [settings.headline_k]}
     with clock(f"train a top-k sweep ({grid}) on {settings.train_tokens:,} tokens"):
         sweep = sweep_from_store(store, out / "sweep", arch="topk", config=config, expansions=list(settings.expansions),
                                  sparsities=list(settings.ks))
@@ -161,8 +162,8 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict,
 
 def _features(lm, name: str, contenders: dict, random, out: Path, settings: DemoSettings, clock: _Clock):
     """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
-    from .evaluation import resolve_corpus, training_record, untrained_copy
     from .autointerp import analyze_and_score, compare_autointerp, judge_check
+    from .evaluation import resolve_corpus, training_record, untrained_copy
 
     corpus = resolve_corpus(trained_on=training_record(out / "sweep" / name))
     windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)

@@ -16,19 +16,27 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..data import text_source, token_windows
+from ..data import CorpusSpec, text_source, token_windows
 from ..errors import StoreError
 from ..processes import SingleProcess, join_processes
 from .files import TMP_SUFFIX, remove_tmp_files
-from .manifest import (MANIFEST_NAME, STORAGE_DTYPES, Manifest, StoreSettings, describe_differences,
-                       read_manifest, storage_dtype_name, write_manifest)
+from .manifest import (
+    MANIFEST_NAME,
+    STORAGE_DTYPES,
+    Manifest,
+    StoreSettings,
+    describe_differences,
+    read_manifest,
+    storage_dtype_name,
+    write_manifest,
+)
 from .plan import ShardPlan, plan_shards
 from .shards import RESERVED, finish_store, read_sidecar
 from .store import ActivationStore
 from .writer import ShardJob, ShardWriter, start_host_copy
 
 
-def harvest(lm, sites: Sequence[str] | str, out_dir: str | Path, *, corpus="stdlib", n_tokens: int,
+def harvest(lm, sites: Sequence[str] | str, out_dir: str | Path, *, corpus: CorpusSpec = "stdlib", n_tokens: int,
             context_length: int = 128, batch_size: int = 32, dtype: str | torch.dtype = torch.float32,
             prepend_bos: bool = False, skip_first: bool = True, exclude_special: bool = True,
             shard_rows: int = 16384, progress: bool = True, text_column: str = "text") -> ActivationStore:
@@ -60,7 +68,9 @@ def harvest(lm, sites: Sequence[str] | str, out_dir: str | Path, *, corpus="stdl
         _compute_shards(lm, folder, todo, settings, special_ids, plans, ranks, progress)
         ranks.barrier()  # every shard of every rank is on disk
         if ranks.is_main:
-            finish_store(folder, read_manifest(folder), len(plans))
+            manifest = read_manifest(folder)
+            assert manifest is not None  # _prepare_folder wrote it
+            finish_store(folder, manifest, len(plans))
         ranks.barrier()  # the final manifest is on disk before any rank opens the store
     finally:
         ranks.close()

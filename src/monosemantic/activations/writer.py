@@ -31,7 +31,7 @@ class ShardJob:
     host_acts: Callable[[], dict[str, Tensor]]  # waits for the device-to-host copy, returns CPU tensors
 
 
-_copy_streams: dict[torch.device, object] = {}
+_copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
 
 def start_host_copy(acts_ND: dict[str, Tensor]) -> Callable[[], dict[str, Tensor]]:

@@ -72,7 +72,8 @@ class OpenAIClient:
             detail = e.read()[:200].decode("utf-8", "replace").strip()
             hint = "check the API key (--llm-key-env)" if e.code in (401, 403) else \
                 "check --llm-url (it should end in /v1) and --llm-model"
-            raise LLMUnavailable(f"LLM endpoint {self.url} answered HTTP {e.code} {e.reason}: {detail!r}; {hint}") from None
+            raise LLMUnavailable(f"LLM endpoint {self.url} answered HTTP {e.code} {e.reason}: {detail!r}; "
+                                 f"{hint}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
             reason = getattr(e, "reason", e)
             raise LLMUnavailable(f"could not reach the LLM endpoint {self.url} ({reason}); check that the server is "

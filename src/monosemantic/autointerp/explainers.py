@@ -98,7 +98,7 @@ class OfflineExplainer:
             fires[token_str(token)] += count
         total = sum(mass.values())
         names: list[str] = []
-        for text, value in sorted(mass.items(), key=lambda item: (-item[1], item[0])):
+        for text, _ in sorted(mass.items(), key=lambda item: (-item[1], item[0])):
             names.append(text)
             if len(names) >= self.max_tokens or sum(mass[n] for n in names) >= self.coverage * total:
                 break

@@ -34,7 +34,8 @@ class FolderAutointerp:
     report: Path | None  # where the full results were written as JSON
 
 
-def explain_folders(folders: Mapping[str, str | os.PathLike], latents="random50", explainer=None, scorer=None, *,
+def explain_folders(folders: Mapping[str, str | os.PathLike], latents: str | Sequence[int] = "random50",
+                    explainer=None, scorer=None, *,
                     seed: int = 0, trained: str = "dictionary", controls: Sequence[str] | None = None,
                     report: str | os.PathLike | None = None, fallback: bool = True,
                     progress: bool = True) -> FolderAutointerp:

@@ -96,7 +96,8 @@ class LLMScorer:
         return self._ask(DETECT_SYSTEM, explanation, ["".join(c) for c in contexts])
 
     def fuzz(self, explanation: str, contexts: Sequence[Sequence[str]], marked: Sequence[Sequence[int]]) -> list[float]:
-        return self._ask(FUZZ_SYSTEM, explanation, [render(range(len(c)), c.__getitem__, m) for c, m in zip(contexts, marked)])
+        return self._ask(FUZZ_SYSTEM, explanation,
+                         [render(range(len(c)), c.__getitem__, m) for c, m in zip(contexts, marked)])
 
     def _ask(self, system: str, explanation: str, texts: list[str]) -> list[float]:
         confidences: list[float] = []

@@ -45,12 +45,12 @@ class MeanBaseline(ConstantBaseline):
 def fit_zero(x_ND: Tensor, *, site: str | None = None, model: str | None = None) -> ZeroBaseline:
     """A zero dictionary as wide as ``x_ND`` (the rows are not used)."""
     x_ND = check_sample("zero", x_ND, least_rows=0)
-    return build("zero", x_ND.shape[1], 1, site=site, model=model)
+    return build(ZeroBaseline, x_ND.shape[1], 1, site=site, model=model)
 
 
 def fit_mean(x_ND: Tensor, *, site: str | None = None, model: str | None = None) -> MeanBaseline:
     """A mean dictionary whose constant is the (float64-accumulated) mean of ``x_ND``."""
     x_ND = check_sample("mean", x_ND, least_rows=1)
-    dictionary = build("mean", x_ND.shape[1], 1, site=site, model=model, fit_rows=x_ND.shape[0])
+    dictionary = build(MeanBaseline, x_ND.shape[1], 1, site=site, model=model, fit_rows=x_ND.shape[0])
     dictionary.set_weights_(dictionary.W_enc.detach(), dictionary.W_dec.detach(), x_ND.mean(0))
     return dictionary

@@ -53,7 +53,7 @@ def fit_ica(x_ND: Tensor, *, n_components: int | None = None, seed: int = 0, sit
     unmixing_kD = torch.from_numpy(ica.components_)
     mixing_Dk = torch.from_numpy(ica.mixing_)
     norms_k = mixing_Dk.norm(dim=0).clamp_min(1e-12)
-    dictionary = build("ica", D, k, site=site, model=model, fit_rows=N, seed=seed, max_iter=max_iter, tol=tol,
+    dictionary = build(ICABaseline, D, k, site=site, model=model, fit_rows=N, seed=seed, max_iter=max_iter, tol=tol,
                        converged=converged)
     dictionary.set_weights_((unmixing_kD * norms_k[:, None]).T, (mixing_Dk / norms_k).T,
                             torch.from_numpy(ica.mean_))

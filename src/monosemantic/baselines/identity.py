@@ -36,4 +36,4 @@ class IdentityBaseline(LinearBaseline):
 def fit_identity(x_ND: Tensor, *, site: str | None = None, model: str | None = None) -> IdentityBaseline:
     """The identity dictionary as wide as ``x_ND`` (the rows are not used)."""
     x_ND = check_sample("identity", x_ND, least_rows=0)
-    return build("identity", x_ND.shape[1], x_ND.shape[1], site=site, model=model)
+    return build(IdentityBaseline, x_ND.shape[1], x_ND.shape[1], site=site, model=model)

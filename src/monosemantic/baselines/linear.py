@@ -12,6 +12,8 @@ Baselines are registered under their own arch names (``identity``, ``pca``, ``ic
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import Tensor
 
@@ -71,15 +73,20 @@ class LinearBaseline(Dictionary):
             self.b_dec.copy_(b_dec_D.to(self.b_dec.dtype))
 
 
-def build(arch: str, d_in: int, d_sae: int, *, site: str | None = None, model: str | None = None,
-          **options) -> LinearBaseline:
-    """A baseline of ``arch`` at its construction weights, to be filled by a fit.
+_B = TypeVar("_B", bound="LinearBaseline")
+
+
+def build(cls: type[_B], d_in: int, d_sae: int, *, site: str | None = None, model: str | None = None,
+          **options) -> _B:
+    """A baseline of class ``cls`` at its construction weights, to be filled by a fit.
 
     The global RNG is left as it was: construction draws a random init that every fit
     overwrites, and fitting a baseline should not shift the caller's random stream.
     """
     with torch.random.fork_rng(devices=[]):
-        return make_dictionary(arch, d_in, d_sae, site_in=site, model=model, **options)
+        dictionary = make_dictionary(cls.arch, d_in, d_sae, site_in=site, model=model, **options)
+    assert isinstance(dictionary, cls)  # make_dictionary builds the class registered as cls.arch
+    return dictionary
 
 
 def check_sample(kind: str, x_ND, least_rows: int = 2) -> Tensor:

@@ -45,6 +45,6 @@ def fit_pca(x_ND: Tensor, *, n_components: int | None = None, seed: int = 0, sit
     N, D = x_ND.shape
     k = component_count("pca", n_components, x_ND)
     mean_D, V_kD = principal_directions(x_ND, k)
-    dictionary = build("pca", D, k, site=site, model=model, fit_rows=N)
+    dictionary = build(PCABaseline, D, k, site=site, model=model, fit_rows=N)
     dictionary.set_weights_(V_kD.T, V_kD, mean_D)
     return dictionary

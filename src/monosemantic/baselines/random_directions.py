@@ -55,7 +55,7 @@ def fit_random(x_ND: Tensor, *, n_components: int | None = None, seed: int = 0, 
     F = D if n_components is None else n_components
     if isinstance(F, bool) or not isinstance(F, int) or F < 1:
         raise MonosemanticError(f"random n_components={n_components!r} is invalid; expected a positive integer")
-    dictionary = build("random", D, F, site=site, model=model, fit_rows=N, seed=seed, encoder=encoder)
+    dictionary = build(RandomBaseline, D, F, site=site, model=model, fit_rows=N, seed=seed, encoder=encoder)
     W_dec_FD = random_unit_rows(F, D, seed)
     W_enc_DF = torch.linalg.pinv(W_dec_FD) if encoder == "lstsq" else W_dec_FD.T
     dictionary.set_weights_(W_enc_DF, W_dec_FD, x_ND.mean(0))

@@ -7,6 +7,7 @@
 """
 
 from monosemantic.data.sources import (
+    CorpusSpec,
     HFDatasetSource,
     LocalTextSource,
     StdlibSource,
@@ -17,6 +18,7 @@ from monosemantic.data.sources import (
 from monosemantic.data.windows import check_windows, storable_mask, token_windows
 
 __all__ = [
+    "CorpusSpec",
     "TextSource",
     "text_source",
     "source_from_description",

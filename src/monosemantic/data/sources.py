@@ -23,8 +23,9 @@ import os
 import platform
 import sysconfig
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, TypeAlias
 
 from monosemantic.errors import MonosemanticError
 
@@ -302,6 +303,10 @@ def _looks_like_path(spec: str) -> bool:
     return spec.endswith(LOCAL_SUFFIXES) or spec.startswith(("./", "../", "/", "~", ".\\"))
 
 
+# What a corpus= argument may be: anything text_source() resolves.
+CorpusSpec: TypeAlias = "TextSource | str | os.PathLike[str]"
+
+
 def source_from_description(description: dict[str, Any]) -> TextSource:
     """The source a ``describe()`` dict names (as recorded in a store's manifest), rebuilt.
 
@@ -321,7 +326,7 @@ def source_from_description(description: dict[str, Any]) -> TextSource:
 
 
 def text_source(
-    spec: TextSource | str | os.PathLike[str] = "stdlib",
+    spec: CorpusSpec = "stdlib",
     *,
     text_column: str = "text",
     split: str = "train",

@@ -11,6 +11,7 @@ even for small stores.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ from torch import Tensor
 from ..errors import MonosemanticError, StoreError
 
 SPLITS = ("train", "holdout", "all")
+_W = TypeVar("_W")  # a window, or anything carried along with one
 _KNUTH = 2654435761
 _SPAN = 2**32
 
@@ -48,7 +50,7 @@ def in_split(window_N: Tensor, split: str, holdout: float) -> Tensor:
 DEFAULT_HOLDOUT = 0.05  # the share of windows no dictionary trains on, unless a run says otherwise
 
 
-def split_windows(windows: Iterable[Tensor], split: str, holdout: float) -> Iterator[tuple[int, Tensor]]:
+def split_windows(windows: Iterable[_W], split: str, holdout: float) -> Iterator[tuple[int, _W]]:
     """``(index, window)`` for the windows of ``split``, numbered from 0 in stream order.
 
     Stores, the live source and evaluation all number windows this way, so a window held out

@@ -38,7 +38,7 @@ def token_windows(
     *,
     prepend_bos: bool = False,
     docs_per_batch: int = 64,
-) -> Iterator[torch.LongTensor]:
+) -> Iterator[torch.Tensor]:
     """Yield int64 windows of shape ``[context_length]`` from the packed token stream of ``source``.
 
     With ``prepend_bos`` every window is ``[bos] + (context_length - 1)`` stream tokens, for
@@ -103,7 +103,7 @@ def _encode(tokenizer: Any, docs: list[str]) -> list[list[int]]:
 
 def storable_mask(
     windows_BS: torch.Tensor, special_ids: Collection[int], *, skip_first: bool = True
-) -> torch.BoolTensor:
+) -> torch.Tensor:
     """True where a position's activation should be stored, as a ``[B, S]`` bool tensor.
 
     Excluded: special tokens (document separators, BOS, padding) whose activations say nothing

@@ -6,27 +6,27 @@ Architectures: relu, topk, batchtopk, jumprelu, gated, matryoshka, p_anneal, and
 over several sources: ``make_dictionary("crosscoder", d_in, d_sae, n_sources=2)``, inputs ``[N, S, D]``).
 """
 
+# Importing the architecture modules (relu, topk, batchtopk, matryoshka, jumprelu, gated,
+# crosscoder, p_anneal) registers them.
 from .base import Dictionary, DictionaryOutput, reconstruction_mse, require_single_site
-from .step import LOCAL, BatchReduce, LossOutput, SparseCodes, StepInput
-from .config import FORMAT_VERSION, DictionaryConfig
-from .median import geometric_median
-from .registry import ARCHITECTURES, architecture, dictionary_from_config, make_dictionary, register
-
-# Importing the architecture modules registers them.
-from .relu import ReLUDictionary
-from .topk import TopKDictionary
 from .batchtopk import BatchTopKDictionary
-from .matryoshka import MatryoshkaDictionary
-from .jumprelu import JumpReLUDictionary
-from .gated import GatedDictionary
+from .config import FORMAT_VERSION, DictionaryConfig
 from .crosscoder import Crosscoder
-from .p_anneal import PAnnealDictionary
+from .gated import GatedDictionary
 from .io import load_dictionary_native, read_config, save_dictionary
+from .jumprelu import JumpReLUDictionary
+from .matryoshka import MatryoshkaDictionary
+from .median import geometric_median
+from .p_anneal import PAnnealDictionary
+from .registry import ARCHITECTURES, architecture, dictionary_from_config, make_dictionary, register
+from .relu import ReLUDictionary
+from .step import LOCAL, BatchReduce, LossOutput, SparseCodes, StepInput
+from .topk import TopKDictionary
 
 __all__ = [
-    "ARCHITECTURES", "FORMAT_VERSION", "LOCAL", "BatchReduce", "BatchTopKDictionary", "StepInput", "Crosscoder", "Dictionary", "DictionaryConfig",
-    "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput", "MatryoshkaDictionary", "PAnnealDictionary",
-    "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture", "dictionary_from_config",
-    "geometric_median", "load_dictionary_native", "make_dictionary", "read_config", "reconstruction_mse",
-    "register", "require_single_site", "save_dictionary",
+    "ARCHITECTURES", "FORMAT_VERSION", "LOCAL", "BatchReduce", "BatchTopKDictionary", "StepInput", "Crosscoder",
+    "Dictionary", "DictionaryConfig", "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput",
+    "MatryoshkaDictionary", "PAnnealDictionary", "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture",
+    "dictionary_from_config", "geometric_median", "load_dictionary_native", "make_dictionary", "read_config",
+    "reconstruction_mse", "register", "require_single_site", "save_dictionary",
 ]

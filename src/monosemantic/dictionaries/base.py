@@ -18,15 +18,15 @@ A training step, for every architecture (the trainer passes its run state in, se
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import MonosemanticError
 from .. import kernels
+from ..errors import MonosemanticError
 from ..kernels import scratch
 from .config import DictionaryConfig
 from .input_norm import check_input_norm, denormalize_rows, normalize_rows
@@ -129,12 +129,12 @@ class Dictionary(nn.Module):
     def _init_parameters(self) -> None:
         """Create the parameters (architectures with other shapes override this)."""
         config = self.config
-        D, F, D_out = config.d_in, config.d_sae, config.d_out
+        D, F, D_out = config.d_in, config.d_sae, self.d_out
         W_dec_FD = torch.randn(F, D_out)
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD)
         # Tied initialisation (Conerly et al. 2024; Gao et al. 2024) where the widths allow it.
-        W_enc_DF = W_dec_FD.T if D == D_out else _unit_columns(D, F)
+        W_enc_DF = W_dec_FD.T if D_out == D else _unit_columns(D, F)
         self.W_enc = nn.Parameter(kernels.f_major(W_enc_DF))
         if self.HAS_B_ENC:
             self.b_enc = nn.Parameter(torch.zeros(F))
@@ -186,7 +186,9 @@ class Dictionary(nn.Module):
 
     @property
     def d_out(self) -> int:
-        return self.config.d_out
+        d_out = self.config.d_out
+        assert d_out is not None  # DictionaryConfig.__post_init__ resolves None to d_in
+        return d_out
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -331,7 +333,7 @@ class Dictionary(nn.Module):
         self.b_dec.copy_(centre)
 
     @torch.no_grad()
-    def fold_scale_(self, scale_in: float, scale_out: float | None = None) -> None:
+    def fold_scale_(self, scale_in: float | Sequence[float], scale_out: float | Sequence[float] | None = None) -> None:
         """Make a dictionary trained on scaled activations act on raw ones.
 
         Training saw ``x * scale_in`` and predicted ``target * scale_out`` (``scale_out``
@@ -341,6 +343,9 @@ class Dictionary(nn.Module):
         latent's contribution in raw units. Every activation here is positively homogeneous
         (ReLU, top-k, thresholds), so scaling pre-activations, biases and thresholds by
         ``1/scale_out`` scales the codes by the same factor.
+
+        Scales are single numbers here; one per source (a sequence) is for multi-site
+        dictionaries, whose classes override this, and is refused with MonosemanticError.
         """
         if self.options["input_norm"] != "none":
             raise MonosemanticError(f"fold_scale_ does not apply with input_norm={self.options['input_norm']}: "

@@ -19,10 +19,12 @@ from .step import LOCAL, BatchReduce, LossOutput, StepInput
 
 @register("batchtopk")
 class BatchTopKDictionary(AuxKDictionary):
-    SUMMARY = "the k * rows largest pre-activations of the batch; a learned threshold at inference (Bussmann et al. 2024)"
+    SUMMARY = ("the k * rows largest pre-activations of the batch; a learned threshold at inference "
+               "(Bussmann et al. 2024)")
     SPARSITY_OPTION = "k"
     OPTIONS = {**AuxKDictionary.OPTIONS, "threshold_beta": 0.99}
     FLOAT32_TENSORS = ("threshold",)
+    threshold: Tensor  # a buffer, registered in __init__
 
     def __init__(self, config):
         super().__init__(config)

@@ -65,7 +65,7 @@ class DictionaryConfig:
         return _json_copy(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "dictionary config") -> "DictionaryConfig":
+    def from_dict(cls, data: dict, where: str = "dictionary config") -> DictionaryConfig:
         if not isinstance(data, dict):
             raise MonosemanticError(f"{where} must be a JSON object; got {type(data).__name__}")
         # Checked first: a newer format may well have fields this version does not know.

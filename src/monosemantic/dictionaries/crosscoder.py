@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from ..errors import MonosemanticError
 from ..kernels import topk as fast_topk
+from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .auxk import AuxKDictionary, check_auxk_options
 from .base import DictionaryOutput, _positive, _remove_radial_, _step_input, check_paired_rows, reconstruction_mse
-from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .median import geometric_median
 from .options import check_float, check_int
 from .registry import register

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from .base import Dictionary, reconstruction_mse
 from .options import check_float
 from .registry import register
-from .step import LossOutput, StepInput
 from .ste import jumprelu
 from .ste import step as heaviside
+from .step import LossOutput, StepInput
 
 
 @register("jumprelu")

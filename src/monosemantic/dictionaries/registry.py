@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TypeVar
 
 import torch
 
@@ -13,11 +14,13 @@ from .config import DictionaryConfig
 # name -> Dictionary subclass; filled as the architecture modules are imported.
 ARCHITECTURES: dict[str, type[Dictionary]] = {}
 
+_D = TypeVar("_D", bound=Dictionary)
+
 
 def register(name: str):
     """Class decorator: make a Dictionary subclass available as ``arch=name``."""
 
-    def decorate(cls: type[Dictionary]) -> type[Dictionary]:
+    def decorate(cls: type[_D]) -> type[_D]:  # the class itself, so that type checkers still see its members
         if name in ARCHITECTURES and ARCHITECTURES[name] is not cls:
             raise ValueError(f"dictionary arch {name!r} is already registered by {ARCHITECTURES[name].__name__}")
         cls.arch = name

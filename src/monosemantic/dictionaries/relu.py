@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Dictionary, reconstruction_mse
 from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
+from .base import Dictionary, reconstruction_mse
 from .options import check_bool, check_float
 from .registry import register
 from .step import LossOutput, StepInput

@@ -17,8 +17,15 @@ from .compare import MMCSResult, StitchResult, decoder_directions, max_cosines, 
 from .density import DensityResult, density_summary
 from .metrics import ReconstructionConfig, ReconstructionResult, evaluate_reconstruction
 from .rows import activation_batches, store_rows
-from .splice import (SpliceConfig, SpliceResult, evaluate_splice, evaluate_splices, scored_positions, site_mean,
-                     splice_sites)
+from .splice import (
+                     SpliceConfig,
+                     SpliceResult,
+                     evaluate_splice,
+                     evaluate_splices,
+                     scored_positions,
+                     site_mean,
+                     splice_sites,
+)
 from .windows import corpus_windows, store_windows
 
 __all__ = ["DensityResult", "MMCSResult", "ReconstructionConfig", "ReconstructionResult", "SpliceConfig",
@@ -28,11 +35,24 @@ __all__ = ["DensityResult", "MMCSResult", "ReconstructionConfig", "Reconstructio
 
 # Labelled tasks, probing, clustering, absorption and reports (scikit-learn and matplotlib are
 # imported only when used, so this package still imports without the `eval` extra).
-from .absorption import (AbsorbedWord, AbsorptionConfig, AbsorptionResult, LetterAbsorption, absorption,
-                         measure_absorption)
+from .absorption import (
+                     AbsorbedWord,
+                     AbsorptionConfig,
+                     AbsorptionResult,
+                     LetterAbsorption,
+                     absorption,
+                     measure_absorption,
+)
 from .clustering import Cluster, ClusteringConfig, ClusteringResult, TokenExample, cluster_codes
-from .labels import (PYTHON_CATEGORIES, LabelledRows, labelled_activations, labelled_windows, labels_from_spans,
-                     labels_from_tokens, python_token_labels)
+from .labels import (
+                     PYTHON_CATEGORIES,
+                     LabelledRows,
+                     labelled_activations,
+                     labelled_windows,
+                     labels_from_spans,
+                     labels_from_tokens,
+                     python_token_labels,
+)
 from .probing import ProbeScore, ProbingConfig, ProbingResult, probe_dictionaries
 from .report import write_report
 from .spelling import DEFAULT_PREFIX, LETTERS, first_letter_task, word_activations
@@ -51,6 +71,7 @@ from .task_probing import TaskProbeScore, TaskProbingResult, probe_tasks  # noqa
 from .tasks import BUILT_IN, Task, TaskWindows, read_labels, select_tasks, task_windows  # noqa: E402
 
 __all__ += ["BASELINES", "BUILT_IN", "EvalCorpus", "Interval", "SeedOverlap", "SeedOverlapMatrix", "SuiteResult",
-            "TASKS", "Task", "TaskProbeScore", "TaskProbingResult", "TaskWindows", "cross_seed_overlap", "evaluate_suite",
-            "fit_baselines", "interval", "overlap_matrix", "probe_tasks", "read_labels", "resolve_corpus", "run_suite",
-            "select_tasks", "site_rows", "task_windows", "training_record", "untrained_copy"]
+            "TASKS", "Task", "TaskProbeScore", "TaskProbingResult", "TaskWindows", "cross_seed_overlap",
+            "evaluate_suite", "fit_baselines", "interval", "overlap_matrix", "probe_tasks", "read_labels",
+            "resolve_corpus", "run_suite", "select_tasks", "site_rows", "task_windows", "training_record",
+            "untrained_copy"]

@@ -168,7 +168,8 @@ def measure_absorption(dictionary: Dictionary, acts_ND: Tensor, letters_N: Tenso
 class _Data:
     """Codes, letters and probe predictions of the train and test words."""
 
-    def __init__(self, codes_train, codes_test, y_train, y_test, pred_test, words_test):
+    def __init__(self, codes_train, codes_test, y_train: np.ndarray, y_test: np.ndarray, pred_test: np.ndarray,
+                 words_test: list[str]):
         self.codes_train, self.codes_test, self.y_train, self.y_test = codes_train, codes_test, y_train, y_test
         self.pred_test, self.words_test = pred_test, words_test
 
@@ -189,7 +190,7 @@ def _letter(data: _Data, c: int, letter: str, scores_F: np.ndarray, p_D: np.ndar
     main = _main_latents(data.codes_train, truth_train, scores_F, config)
     model = fit_logistic(columns(data.codes_train, main), truth_train, C=config.C, max_iter=config.max_iter)
     main_codes_NK = columns(data.codes_test, main)
-    fires_N = (main_codes_NK > 0).any(axis=1)
+    fires_N = np.any(main_codes_NK > 0, axis=1)  # the function, not the method: numpy types it [N], not maybe-scalar
     along_F = decoder_FD @ p_D
     cosine_F = along_F / np.maximum(np.linalg.norm(decoder_FD, axis=1), 1e-12)
     main_along_N = np.maximum(main_codes_NK, 0) @ along_F[main]

@@ -146,7 +146,7 @@ def _cluster(index: int, member_N: np.ndarray, labels_N: np.ndarray, names: tupl
     majority = max(sorted(counts), key=counts.__getitem__) if counts else None
     top = Counter(token_N[members].tolist()).most_common(n_examples)
     nearest = members[np.argsort(distance_N[members], kind="stable")[:n_examples]]
-    examples = tuple(context.example(n, names[labels_N[n]] if labels_N[n] >= 0 else None, distance_N[n])
+    examples = tuple(context.example(n, names[labels_N[n]] if labels_N[n] >= 0 else None, float(distance_N[n]))
                      for n in nearest)
     return Cluster(index=index, size=int(members.size), majority_label=majority,
                    purity=counts[majority] / labelled if labelled else float("nan"),

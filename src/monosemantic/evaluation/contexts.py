@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 import tokenize
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -200,7 +201,9 @@ class _TokenScan:
         self.depths.append((start, end, len(self.indents)))
         self.heads.append((start, op))
         if string:
-            prefix = _PREFIX.match(self.text, start).group().lower()
+            match = _PREFIX.match(self.text, start)
+            assert match is not None  # [A-Za-z]* matches anywhere, if only the empty string
+            prefix = match.group().lower()
             self.strings.append((start, end, "f" in prefix or "t" in prefix))
 
     def _comment(self, tok: tokenize.TokenInfo, start: int, end: int) -> None:
@@ -431,7 +434,7 @@ _HANDLERS = {
     ast.With: _header("in_with_header"), ast.AsyncWith: _header("in_with_header"),
     ast.If: lambda spans, node: spans.add("in_if_condition", node.test),
 }
-if hasattr(ast, "TryStar"):
+if sys.version_info >= (3, 11):  # try/except* (ast.TryStar) is new in 3.11
     _HANDLERS[ast.TryStar] = _on_try
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from torch import Tensor
 
 from ..data import source_from_description, text_source
-from ..data.split import DEFAULT_HOLDOUT
 from ..data.sources import TextSource
+from ..data.split import DEFAULT_HOLDOUT
 from ..errors import MonosemanticError
 from .results import Result
 from .windows import corpus_windows

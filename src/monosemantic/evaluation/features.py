@@ -9,6 +9,7 @@ sparse, and a logistic regression with an unpenalised intercept is unchanged by 
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import Tensor
 from ..dictionaries import Dictionary, require_single_site
 from ..errors import MonosemanticError
 from ..models import eval_mode
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 # Codes with fewer nonzeros than this fraction are kept sparse.
 SPARSE_BELOW = 0.25
@@ -45,7 +49,7 @@ def check_rows(acts_ND, labels_N=None, windows_N=None) -> None:
 
 
 @torch.inference_mode()
-def dictionary_codes(dictionary: Dictionary, acts_ND: Tensor, *, batch_size: int = 2048):
+def dictionary_codes(dictionary: Dictionary, acts_ND: Tensor, *, batch_size: int = 2048) -> csr_matrix | np.ndarray:
     """Codes ``[N, F]`` float32 of ``acts_ND``: a CSR matrix when sparse, else a dense array."""
     require_single_site(dictionary, "code statistics")
     if acts_ND.shape[1] != dictionary.d_in:
@@ -66,7 +70,8 @@ def dictionary_codes(dictionary: Dictionary, acts_ND: Tensor, *, batch_size: int
             parts.append(sparse.csr_matrix(codes_BF.numpy()) if is_sparse else codes_BF.numpy())
     dense_fraction = nonzero / max(1, acts_ND.shape[0] * dictionary.d_sae)
     if dense_fraction < SPARSE_BELOW:
-        return sparse.vstack([sparse.csr_matrix(p) for p in parts], format="csr")
+        # Wrapped (sharing the arrays) because scipy's vstack is typed as returning any sparse kind.
+        return sparse.csr_matrix(sparse.vstack([sparse.csr_matrix(p) for p in parts], format="csr"))
     return np.concatenate([p.toarray() if issparse(p) else p for p in parts])
 
 

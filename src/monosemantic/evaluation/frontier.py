@@ -17,7 +17,8 @@ from ..models import eval_mode
 
 
 @torch.inference_mode()
-def truncated_curve(basis: Dictionary, acts_ND: Tensor, l0s, *, batch_size: int = 4096) -> tuple[tuple[int, float], ...]:
+def truncated_curve(basis: Dictionary, acts_ND: Tensor, l0s, *, batch_size: int = 4096
+                    ) -> tuple[tuple[int, float], ...]:
     """``((l0, fvu), ...)``: FVU of ``basis`` keeping each row's ``l0`` largest-magnitude codes."""
     kept = sorted({int(k) for k in l0s if 1 <= int(k) <= basis.d_sae})
     errors = {k: 0.0 for k in kept}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import storable_mask, text_source
+from ..data import CorpusSpec, storable_mask, text_source
 from ..data.split import split_windows
 from ..data.windows import separator_id
 from ..errors import MonosemanticError
@@ -191,7 +191,7 @@ def first_characters(text: str, offsets) -> np.ndarray:
     return np.where(next_T < offsets_T2[:, 1], next_T, offsets_T2[:, 0])
 
 
-def labelled_windows(tokenizer, n_windows: int, context_length: int = 128, *, corpus="stdlib",
+def labelled_windows(tokenizer, n_windows: int, context_length: int = 128, *, corpus: CorpusSpec = "stdlib",
                      labeller: Labeller = python_token_labels, prepend_bos: bool = False,
                      holdout: float | None = 0.05, skip_first: bool = True,
                      text_column: str = "text") -> tuple[Tensor, Tensor]:

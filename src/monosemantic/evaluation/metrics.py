@@ -107,6 +107,7 @@ class _Totals:
 
     def metrics(self) -> dict[str, float]:
         s, n = self.sums, self.rows
+        assert self.shifted_sum_D is not None  # callers check for rows (min_tokens >= 1) before asking
         # Total squared deviation from the mean: sum||t - c||^2 - ||sum(t - c)||^2 / n for any shift c.
         deviation = s["shifted_squares"] - float(self.shifted_sum_D.pow(2).sum()) / n
         return {"mse": s["squared_error"] / n, "fvu": ratio(s["squared_error"], deviation),

@@ -76,13 +76,17 @@ def densities(histograms: list[tuple[str, list[float], list[int]]], path: Path) 
     return _save(figure, path)
 
 
-def probing_curves(curves: dict[str, tuple[list[int], list[float], float | None]], majority: float | None,
+def probing_curves(curves: dict[str, tuple[list[int], list[float | None], float | None]], majority: float | None,
                    path: Path, title: str) -> Path:
-    """Overall probe accuracy against k, one line per name; dotted: its probe on all latents; dashed: majority."""
+    """Overall probe accuracy against k, one line per name; dotted: its probe on all latents; dashed: majority.
+
+    An accuracy of None (no probe at that k) leaves a gap in its line.
+    """
     figure, axes = _figure()
     all_ks = sorted({k for ks, _, _ in curves.values() for k in ks})
     for name, (ks, accuracies, full) in curves.items():
-        line = axes.plot(ks, accuracies, marker="o", label=name)[0] if ks else None
+        ys = [math.nan if a is None else a for a in accuracies]
+        line = axes.plot(ks, ys, marker="o", label=name)[0] if ks else None
         if full is not None and not math.isnan(full):
             # A name without a curve (the raw activations) gets a black level of its own.
             color = line.get_color() if line is not None else "black"

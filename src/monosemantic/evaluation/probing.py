@@ -29,8 +29,16 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
-from .features import (check_rows, class_scores, columns, dictionary_codes, fit_logistic, subsample, top_features,
-                       window_split)
+from .features import (
+    check_rows,
+    class_scores,
+    columns,
+    dictionary_codes,
+    fit_logistic,
+    subsample,
+    top_features,
+    window_split,
+)
 from .results import Result
 
 SELECTIONS = ("normalised", "mean_diff")

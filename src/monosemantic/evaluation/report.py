@@ -34,8 +34,8 @@ from .clustering import ClusteringResult
 from .compare import MMCSResult, StitchResult
 from .metrics import ReconstructionResult
 from .probing import ProbingResult
-from .results import Result, jsonable
 from .report_tables import Section, Table
+from .results import Result, jsonable
 from .seeds import Interval
 from .splice import SpliceResult
 from .suite_report import suite_sections
@@ -43,7 +43,10 @@ from .suite_result import SuiteResult
 
 
 def write_report(results, folder, *, title: str = "Evaluation report", plot: bool = True) -> Path:
-    """``results``: a :class:`~.suite_result.SuiteResult`, or results as below. Write ``report.md``, ``report.html``, ``report.json`` and the plots into ``folder``; returns the .md path."""
+    """``results``: a :class:`~.suite_result.SuiteResult`, or results as below.
+
+    Writes ``report.md``, ``report.html``, ``report.json`` and the plots into ``folder``; returns the .md path.
+    """
     suite = results if isinstance(results, SuiteResult) else None
     if suite is not None:
         title = suite.title if title == "Evaluation report" else title

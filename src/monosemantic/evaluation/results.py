@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from typing import Any, ClassVar
 
 
-def jsonable(value):
+def jsonable(value: Any) -> Any:
     """``value`` with tuples as lists and NaN/infinity as None, so ``json.dumps`` gives strict JSON."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
@@ -20,7 +21,9 @@ def jsonable(value):
 class Result:
     """Mixin for result and config dataclasses: ``to_dict()`` is JSON-ready."""
 
-    def to_dict(self) -> dict:
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # declared only: every subclass is a dataclass
+
+    def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
 
 

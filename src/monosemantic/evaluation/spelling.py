@@ -50,15 +50,15 @@ def first_letter_task(tokenizer, *, leading_space: bool | None = True, min_lengt
         raise MonosemanticError("the tokenizer's vocabulary holds no alphabetic word tokens; expected tokens such "
                                 "as ' snake'; try leading_space=None")
     rng = np.random.default_rng(seed)
-    kept = []
-    for ids in by_letter.values():
+    kept: list[tuple[int, int]] = []  # (token id, letter index)
+    for letter, ids in by_letter.items():
         if max_per_letter is not None and len(ids) > max_per_letter:
             ids = rng.choice(ids, size=max_per_letter, replace=False).tolist()
-        kept += ids
+        kept += [(token_id, letter) for token_id in ids]
     kept.sort()
-    letters = [LETTERS.index(_word(texts[i], leading_space)[0].lower()) for i in kept]
-    return (torch.tensor(kept, dtype=torch.int64), torch.tensor(letters, dtype=torch.int64),
-            tuple(texts[i] for i in kept))
+    token_ids, letters = [i for i, _ in kept], [letter for _, letter in kept]
+    return (torch.tensor(token_ids, dtype=torch.int64), torch.tensor(letters, dtype=torch.int64),
+            tuple(texts[i] for i in token_ids))
 
 
 def _word(text: str, leading_space: bool | None) -> str | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data import check_windows, storable_mask, text_source
+from ..data import CorpusSpec, check_windows, storable_mask, text_source
 from ..dictionaries import Dictionary, require_single_site
 from ..errors import MonosemanticError
 from ..models import eval_mode, splice
@@ -73,7 +73,7 @@ def scored_positions(windows_WS: Tensor, special_ids, *, skip_first: bool = True
     return mask_WS
 
 
-def evaluate_splice(lm, dictionary: Dictionary, windows_WS: Tensor | None = None, *, corpus="stdlib",
+def evaluate_splice(lm, dictionary: Dictionary, windows_WS: Tensor | None = None, *, corpus: CorpusSpec = "stdlib",
                     n_windows: int = 64, context_length: int = 128, prepend_bos: bool = False,
                     holdout: float | None = 0.05, site: str | tuple[str, str] | None = None, batch_size: int = 8,
                     skip_first: bool = True, exclude_special: bool = True) -> SpliceResult:
@@ -90,9 +90,10 @@ def evaluate_splice(lm, dictionary: Dictionary, windows_WS: Tensor | None = None
 
 
 def evaluate_splices(lm, dictionaries: Mapping[str, Dictionary], windows_WS: Tensor | None = None, *,
-                     corpus="stdlib", n_windows: int = 64, context_length: int = 128, prepend_bos: bool = False,
-                     holdout: float | None = 0.05, site: str | tuple[str, str] | None = None, batch_size: int = 8,
-                     skip_first: bool = True, exclude_special: bool = True) -> dict[str, SpliceResult]:
+                     corpus: CorpusSpec = "stdlib", n_windows: int = 64, context_length: int = 128,
+                     prepend_bos: bool = False, holdout: float | None = 0.05, site: str | tuple[str, str] | None = None,
+                     batch_size: int = 8, skip_first: bool = True, exclude_special: bool = True
+                     ) -> dict[str, SpliceResult]:
     """:func:`evaluate_splice` of several dictionaries of the same sites, by name.
 
     The clean, zero- and mean-ablated runs are computed once and shared, so n dictionaries cost
@@ -193,14 +194,17 @@ def site_mean(lm, site: str, windows_WS: Tensor, mask_WS: Tensor, batch_size: in
         rows_sum_D = acts_BSD[mask_BS.to(acts_BSD.device)].double().sum(0)
         total_D = rows_sum_D if total_D is None else total_D + rows_sum_D
         count += int(mask_BS.sum())
+    if total_D is None:
+        raise MonosemanticError(f"mask_WS selects no position of the {windows_WS.shape[0]} windows, so {site} has no "
+                                "mean; pass a mask with at least one True")
     return (total_D / count).to(lm.dtype)
 
 
 def _sums(lm, dictionaries: Mapping[str, Dictionary], windows_WS: Tensor, mask_WS: Tensor, config: SpliceConfig,
           mean_D: Tensor) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Cross-entropy and KL summed over scored positions, per dictionary and run."""
-    ce = {name: dict.fromkeys(RUNS, 0.0) for name in dictionaries}
-    kl = {name: dict.fromkeys(RUNS[1:], 0.0) for name in dictionaries}
+    ce: dict[str, dict[str, float]] = {name: dict.fromkeys(RUNS, 0.0) for name in dictionaries}
+    kl: dict[str, dict[str, float]] = {name: dict.fromkeys(RUNS[1:], 0.0) for name in dictionaries}
     for start in range(0, windows_WS.shape[0], config.batch_size):
         ids_BS = windows_WS[start:start + config.batch_size].to(lm.device)
         mask_BS = mask_WS[start:start + config.batch_size].to(lm.device)

@@ -183,7 +183,8 @@ class _Run:
         out: dict[str, tuple] = {label: () for label in everyone}
         if "reconstruction" in stages:
             for label, (candidate, lm) in everyone.items():
-                out[label] += (evaluate_reconstruction(candidate, self.rows(lm, n_windows), min_tokens=self.min_tokens),)
+                rows = self.rows(lm, n_windows)
+                out[label] += (evaluate_reconstruction(candidate, rows, min_tokens=self.min_tokens),)
         if "splice" in stages:
             # One call per model: the clean and ablated runs are shared by its dictionaries.
             for lm in {id(lm): lm for _, lm in everyone.values()}.values():

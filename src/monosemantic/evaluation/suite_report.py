@@ -8,16 +8,17 @@ from pathlib import Path
 
 from . import plots
 from .report_tables import Section, Table
+from .seeds import SeedOverlapMatrix
 from .suite_result import SuiteResult
-from .task_probing import ACTIVATIONS
+from .task_probing import ACTIVATIONS, TaskProbingResult
 
 
 def suite_sections(suite: SuiteResult, folder: Path, draw: bool) -> list[Section]:
     sections = [_corpus(suite)]
     if suite.task_probing is not None and suite.task_probing.tasks:
-        sections.append(_tasks(suite, folder, draw))
+        sections.append(_tasks(suite, suite.task_probing, folder, draw))
     if suite.seed_overlap is not None:
-        sections.append(_seeds(suite))
+        sections.append(_seeds(suite.seed_overlap))
     return sections
 
 
@@ -42,8 +43,7 @@ def _describe(corpus: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in corpus.items() if k in ("kind", "path", "dataset", "python", "files"))
 
 
-def _tasks(suite: SuiteResult, folder: Path, draw: bool) -> Section:
-    probing = suite.task_probing
+def _tasks(suite: SuiteResult, probing: TaskProbingResult, folder: Path, draw: bool) -> Section:
     ks = list(probing.config.ks)
     rows = [[row["group"], row["role"], row["members"]] + [row[f"auroc_k{k}"] for k in ks] + [row["auroc_dense"]]
             for row in suite.headline(ks)]
@@ -72,8 +72,7 @@ def _tasks(suite: SuiteResult, folder: Path, draw: bool) -> Section:
     return section
 
 
-def _seeds(suite: SuiteResult) -> Section:
-    matrix = suite.seed_overlap
+def _seeds(matrix: SeedOverlapMatrix) -> Section:
     rows = [[f"{o[0]} ~ {o[1]}", overlap.mean_cosine, overlap.share] for o, overlap in zip(matrix.pairs,
                                                                                          matrix.overlaps)]
     return Section("Seeds: train twice, same features?", [Table(["pair", "matched cosine", "share >= threshold"], rows,

@@ -70,10 +70,10 @@ class SuiteResult(Result):
     def verdict(self, k: int = 1) -> str:
         """One sentence from the k-sparse task intervals: does the dictionary beat every other group?"""
         ours = self.task_interval(self.dictionary, k)
-        if ours is None:
+        if ours is None or self.task_probing is None:
             return "No contextual task was scored, so there is no verdict."
-        others = {g: self.task_interval(g, k) for g, role in self.roles.items()
-                  if role in ("baseline", "control") and self.task_interval(g, k) is not None}
+        intervals = {g: self.task_interval(g, k) for g, role in self.roles.items() if role in ("baseline", "control")}
+        others = {g: iv for g, iv in intervals.items() if iv is not None}
         above = [g for g, iv in others.items() if ours.separated_above(iv)]
         below = [g for g, iv in others.items() if iv.separated_above(ours)]
         unclear = [g for g in others if g not in above and g not in below]

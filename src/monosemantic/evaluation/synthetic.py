@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +150,10 @@ class SyntheticModel:
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def batches(self, n_rows: int, batch_size: int, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The rows of ``sample(n_rows, seed)`` as ``(acts, codes)`` batches of ``batch_size`` (the last may be short)."""
+        """The rows of ``sample(n_rows, seed)`` as ``(acts, codes)`` batches of ``batch_size``.
+
+        The last batch may be short.
+        """
         _integer("batches n_rows", n_rows, 1)
         _integer("batch_size", batch_size, 1)
         _integer("sample seed", seed, 0)
@@ -368,8 +372,8 @@ def _score_rows(dictionary: Dictionary, model: SyntheticModel, latent_G: np.ndar
     device = dictionary.W_dec.device
     norms_F = dictionary.W_dec.detach().float().norm(dim=1).cpu()
     index_G = torch.from_numpy(np.where(latent_G >= 0, latent_G, F))  # F: a column of zeros
-    t = dict(tp=0, fp=0, fn=0, shrunk=0.0, true=0.0, norm_ratio=0.0, nonzero=0, sq_err=0.0, sq=0.0, s=0,
-             active=0.0, fired_F=torch.zeros(F, dtype=torch.bool))
+    t: dict[str, Any] = dict(tp=0, fp=0, fn=0, shrunk=0.0, true=0.0, norm_ratio=0.0, nonzero=0, sq_err=0.0, sq=0.0,
+                             s=0, active=0.0, fired_F=torch.zeros(F, dtype=torch.bool))
     for x_ND, true_NG in model.batches(n_rows, batch_size, seed):
         codes_NF = dictionary.encode(x_ND.to(device))
         recon_ND = dictionary.decode(codes_NF, x_ND.to(device)).float().cpu()

@@ -24,8 +24,7 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary
 from ..errors import MonosemanticError
-from .features import (class_scores, columns, dictionary_codes, issparse, sklearn, subsample, top_features,
-                       window_split)
+from .features import class_scores, columns, dictionary_codes, issparse, sklearn, subsample, top_features, window_split
 from .logistic import fit_gathered, fit_shared, gathered_decision, shared_decision
 from .results import Result
 from .tasks import TaskWindows

@@ -257,7 +257,7 @@ class _BuiltInLabels(_DocumentLabels):
         if "text" in self.families:
             out |= {name: _token_labels(first_T, None, mask_C) for name, mask_C in text_context_chars(text).items()
                     if name in self.names}
-        if "package" in self.names and self.files is not None:
+        if "package" in self.names and self.files is not None and self.root is not None:  # a stdlib corpus
             out["package=" + _package(self.files[index], self.root)] = np.ones(len(offsets), dtype=np.int8)
         if "code" in self.names:
             out["code"] = np.full(len(offsets), code, dtype=np.int8)

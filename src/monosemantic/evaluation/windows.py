@@ -13,12 +13,12 @@ import torch
 from torch import Tensor
 
 from ..activations import held_out
+from ..data import CorpusSpec, text_source, token_windows
 from ..data.split import split_windows
-from ..data import text_source, token_windows
 from ..errors import MonosemanticError
 
 
-def corpus_windows(tokenizer, corpus="stdlib", *, n_windows: int, context_length: int = 128,
+def corpus_windows(tokenizer, corpus: CorpusSpec = "stdlib", *, n_windows: int, context_length: int = 128,
                    prepend_bos: bool = False, holdout: float | None = 0.05, text_column: str = "text",
                    split: str = "holdout") -> Tensor:
     """The first ``n_windows`` windows ``[W, S]`` (int64) of ``corpus``'s ``split`` ("holdout", "train" or

@@ -41,10 +41,11 @@ def residual_directions(lm, site_out: str, W_dec_FO: Tensor) -> Tensor:
     if site.point == "input":
         module = lm.model.get_submodule(site.module)
         weight = getattr(module, "weight", None)
-        if isinstance(module, nn.Linear) and weight.shape[1] == W_dec_FO.shape[1]:
-            return W_dec_FO @ weight.detach().float().T.cpu()
-        if type(module).__name__ == "Conv1D" and weight.shape[0] == W_dec_FO.shape[1]:  # GPT-2: [in, out]
-            return W_dec_FO @ weight.detach().float().cpu()
+        if isinstance(weight, Tensor):
+            if isinstance(module, nn.Linear) and weight.shape[1] == W_dec_FO.shape[1]:
+                return W_dec_FO @ weight.detach().float().T.cpu()
+            if type(module).__name__ == "Conv1D" and weight.shape[0] == W_dec_FO.shape[1]:  # GPT-2: [in, out]
+                return W_dec_FO @ weight.detach().float().cpu()
     if W_dec_FO.shape[1] != lm.d_model:
         raise MonosemanticError(f"the decoder writes {W_dec_FO.shape[1]}-wide rows at {site_out}, which is not the "
                                 f"residual stream ({lm.d_model}) nor the input of a linear layer; logit effects "
@@ -73,4 +74,5 @@ def logit_effects(lm, site_out: str, W_dec_FO: Tensor, n: int, *, chunk: int = 2
         logits_NV = directions_FD[start:start + chunk] @ W_U_VD.T
         up, down = torch.topk(logits_NV, n, dim=1), torch.topk(logits_NV, n, dim=1, largest=False)
         parts.append((up.indices, up.values, down.indices, down.values))
-    return tuple(torch.cat(p) for p in zip(*parts))
+    promoted_ids, promoted, suppressed_ids, suppressed = (torch.cat(p) for p in zip(*parts))
+    return promoted_ids, promoted, suppressed_ids, suppressed

@@ -34,6 +34,7 @@ without a row (crosscoders, baselines) is refused by every exporter with the way
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import MonosemanticError
 
@@ -64,12 +65,12 @@ class ArchFormats:
         return tuple(name for name in written if name is not None)
 
 
-_RELU = dict(saelens=("standard", "transcoder", "skip_transcoder"),
-             dictionary_learning=("AutoEncoderNew", "AutoEncoder"))
+_RELU: dict[str, Any] = dict(saelens=("standard", "transcoder", "skip_transcoder"),
+                             dictionary_learning=("AutoEncoderNew", "AutoEncoder"))
 
 ARCHITECTURES: dict[str, ArchFormats] = {
     "relu": ArchFormats("relu", options=("weight_l1_by_decoder_norm",), openai="ReLU", **_RELU),
-    # An Lp penalty annealed towards L1 in training; at inference a ReLU dictionary.
+    # Trained with an L_p penalty annealed from L1 toward L0; at inference a ReLU dictionary.
     "p_anneal": ArchFormats("relu", reads={}, **_RELU),
     "topk": ArchFormats("topk", options=("k",), saelens=("topk", None, None), dictionary_learning=("AutoEncoderTopK",),
                         sparsify="topk", openai="TopK"),

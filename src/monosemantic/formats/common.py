@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
         raise MonosemanticError(f"cannot read {path} ({err}); the file is damaged or not safetensors") from None
 
 
-def check_names(where: str, found: dict, required: set[str], optional: set[str] = frozenset()) -> None:
+def check_names(where: str, found: dict, required: AbstractSet[str], optional: AbstractSet[str] = frozenset()) -> None:
     """Missing and unexpected tensor names, reported together with what was expected."""
     missing = sorted(required - found.keys())
     extra = sorted(found.keys() - required - optional)

@@ -18,6 +18,7 @@ and its hookpoints are named, so the caller can pass ``subfolder=``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import MonosemanticError
 from .common import list_files
@@ -49,7 +50,7 @@ def detect_format(path: Path) -> str:
     _unknown(path)
 
 
-def _unknown(path: Path):
+def _unknown(path: Path) -> NoReturn:
     points = hookpoints(path)
     if points:
         raise MonosemanticError(f"{path} is a sparsify run with hookpoints {', '.join(points)}; pass "

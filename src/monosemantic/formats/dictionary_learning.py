@@ -162,6 +162,7 @@ def load_dictionary_learning(folder: str | os.PathLike) -> Dictionary:
     state, norm_factor = _unwrap_backup(path, read_torch_file(path))
     cls = _class_of(path, state, config)
     arch = arch_reading("dictionary_learning", cls)
+    assert arch is not None  # every class in _CLASSES is read by some row of ARCHITECTURES
     tensors, options = _read_state(str(path), _CLASSES[cls], state)
     trainer = (config or {}).get("trainer") or {}
     _check_config(folder / CONFIG_NAME, trainer, tensors, options)

@@ -88,10 +88,9 @@ def export_neuronpedia(features, dictionary: Dictionary, folder: str | os.PathLi
         raise MonosemanticError(f"the feature data has {features.n_latents} latents but the dictionary has "
                                 f"{dictionary.d_sae}; pass the dictionary the features were analysed with")
     fingerprint = features.meta.get("fingerprint")
-    if fingerprint is not None:
-        if dictionary_fingerprint(dictionary) != fingerprint:
-            raise MonosemanticError("the feature data was made with a different dictionary (fingerprints differ); "
-                                    "pass the dictionary the features were analysed with")
+    if fingerprint is not None and dictionary_fingerprint(dictionary) != fingerprint:
+        raise MonosemanticError("the feature data was made with a different dictionary (fingerprints differ); "
+                                "pass the dictionary the features were analysed with")
     latents = list(range(dictionary.d_sae)) if latents is None else [int(i) for i in latents]
     bad = [i for i in latents if not 0 <= i < dictionary.d_sae]
     if bad:

@@ -55,7 +55,8 @@ def load_openai(path: str | os.PathLike) -> Dictionary:
                if name not in ("activation", "activation_state_dict") and not name.startswith("activation.")}
     check_names(where, tensors, _WEIGHTS, _STATS)
     if tensors["encoder.weight"].ndim != 2:
-        raise MonosemanticError(f"{where}: encoder.weight must be 2-d; got shape {tuple(tensors['encoder.weight'].shape)}")
+        raise MonosemanticError(f"{where}: encoder.weight must be 2-d; got shape "
+                                f"{tuple(tensors['encoder.weight'].shape)}")
     F, D = tensors["encoder.weight"].shape
     weights = {"W_enc": checked(where, tensors, "encoder.weight", (F, D)).T.contiguous(),
                "b_enc": checked(where, tensors, "latent_bias", (F,)),

@@ -27,6 +27,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import save_file
 
@@ -116,9 +117,9 @@ def load_saelens(folder: str | os.PathLike, *, input_scale: float | None = None)
         raise MonosemanticError(f"{where}: activation_fn {cfg['activation_fn']!r} is not supported (relu and topk "
                                 "are)")
     D, F = config_int(where, cfg, "d_in"), config_int(where, cfg, "d_sae")
-    O = config_int(where, cfg, "d_out") if transcoder else D
+    D_out = config_int(where, cfg, "d_out") if transcoder else D
     tensors = read_safetensors(folder / WEIGHTS_NAME)
-    weights = _read_weights(str(folder / WEIGHTS_NAME), tensors, activation, arch, D, F, O, skip)
+    weights = _read_weights(str(folder / WEIGHTS_NAME), tensors, activation, arch, D, F, D_out, skip)
     centred = bool(cfg.get("apply_b_dec_to_input", not transcoder))
     weights = _fold_legacy_scaling(where, cfg, tensors, weights, F)
     if activation == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
@@ -127,7 +128,7 @@ def load_saelens(folder: str | os.PathLike, *, input_scale: float | None = None)
     metadata = cfg.get("metadata") or {}
     site_in = sites.to_ours(metadata.get("hook_name"))
     site_out = sites.to_ours(metadata.get("hook_name_out")) if transcoder else site_in
-    options = {"k": config_int(where, cfg, "k")} if "k" in row.options else {}
+    options: dict[str, Any] = {"k": config_int(where, cfg, "k")} if "k" in row.options else {}
     if "group_sizes" in row.options:
         options["group_sizes"] = _group_sizes(where, cfg, F)
     form = Inference(ours, weights, centred, input_norm, site_in, site_out, metadata.get("model_name"), options,
@@ -146,12 +147,12 @@ def _transcoder_kind(arch: str) -> tuple[bool, bool]:
     return arch.endswith("transcoder"), arch.endswith("skip_transcoder")
 
 
-def _read_weights(where: str, tensors: dict, activation: str, arch: str, D: int, F: int, O: int,
+def _read_weights(where: str, tensors: dict, activation: str, arch: str, D: int, F: int, D_out: int,
                   skip: bool) -> dict:
-    shapes = {"W_enc": (D, F), "W_dec": (F, O), "b_dec": (O,)}
+    shapes = {"W_enc": (D, F), "W_dec": (F, D_out), "b_dec": (D_out,)}
     shapes.update({"b_gate": (F,), "b_mag": (F,), "r_mag": (F,)} if activation == "gated" else {"b_enc": (F,)})
     if skip:
-        shapes["W_skip"] = (O, D)
+        shapes["W_skip"] = (D_out, D)
     optional = {"scaling_factor", "finetuning_scaling_factor"}
     if activation == "jumprelu":
         # Inference saves hold threshold; a training SAE's save_model may hold log_threshold instead.

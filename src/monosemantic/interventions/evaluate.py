@@ -19,6 +19,7 @@ For each multiple, with the latent's direction added at its site (:func:`steerin
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,15 +87,16 @@ def _batches(lm, texts_or_windows, batch_size: int) -> list[Tensor]:
         texts_or_windows = [texts_or_windows]
     if isinstance(texts_or_windows, Tensor):
         if texts_or_windows.ndim != 2 or texts_or_windows.is_floating_point() or texts_or_windows.shape[1] < 2:
-            raise MonosemanticError(f"windows must be an integer [windows, positions] tensor with at least 2 positions; "
-                                    f"got {tuple(texts_or_windows.shape)}")
+            raise MonosemanticError("windows must be an integer [windows, positions] tensor with at least 2 "
+                                    f"positions; got {tuple(texts_or_windows.shape)}")
         lm.check_context(texts_or_windows.shape[1])
         return list(texts_or_windows.long().split(batch_size))
     batches = []
     for text in texts_or_windows:
         ids_S = lm.tokenizer(text, return_tensors="pt").input_ids[0]
         if ids_S.numel() < 3:
-            raise MonosemanticError(f"text {text[:40]!r} has {ids_S.numel()} tokens; steering evaluation needs at least 3")
+            raise MonosemanticError(f"text {text[:40]!r} has {ids_S.numel()} tokens; steering evaluation needs at "
+                                    "least 3")
         lm.check_context(ids_S.numel())
         batches.append(ids_S[None])
     if not batches:
@@ -120,12 +122,12 @@ def _generate_all(lm, prompts: list[Tensor], max_new_tokens: int) -> list[Tensor
     by_length: dict[int, list[int]] = {}
     for i, prompt_1S in enumerate(prompts):
         by_length.setdefault(prompt_1S.shape[1], []).append(i)
-    out: list[Tensor | None] = [None] * len(prompts)
+    out: dict[int, Tensor] = {}
     for indices in by_length.values():
         new_BT = generate_ids(lm, torch.cat([prompts[i] for i in indices]), max_new_tokens, fixed_length=True).cpu()
         for row, i in enumerate(indices):
             out[i] = new_BT[row:row + 1]
-    return out
+    return [out[i] for i in range(len(prompts))]
 
 
 def _clean_ce(lm, prompt_1S: Tensor, new_1T: Tensor) -> float:
@@ -193,7 +195,7 @@ def _point(lm, multiple: float, mass: float, ce: float, count: int, prompts: lis
         sample=lm.tokenizer.decode(tokens[0]) if tokens else "")
 
 
-def plot_steering_curve(curve: SteeringCurve, path: str | Path) -> Path:
+def plot_steering_curve(curve: SteeringCurve, path: str | os.PathLike) -> Path:
     """A PNG: promoted-token probability (left axis) and the two cross-entropies (right axis) by multiple."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -212,8 +214,9 @@ def plot_steering_curve(curve: SteeringCurve, path: str | Path) -> Path:
     right.plot(x, [p.ce_text for p in curve.points], "s--", color="tab:red", label="CE on text (steered)")
     right.plot(x, [p.ce_generated for p in curve.points], "^:", color="tab:orange", label="CE of generations (clean)")
     right.set_ylabel("cross-entropy (nats)", color="tab:red")
-    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    (left_handles, left_labels), (right_handles, right_labels) = (left.get_legend_handles_labels(),
+                                                                  right.get_legend_handles_labels())
+    left.legend(left_handles + right_handles, left_labels + right_labels, fontsize=8, loc="upper left")
     left.set_title(f"Steering latent {curve.latent} at {', '.join(curve.sites)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

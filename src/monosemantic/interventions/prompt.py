@@ -51,6 +51,7 @@ def steer_prompt(lm, dictionary, latent: int, prompt: str, multiple: float = 8.0
                                 "e.g. 0,2,4,8")
     norm = None
     if relative:
+        assert windows_WS is not None  # checked above
         norm = typical_norm(lm, next(iter(steering_vectors(dictionary, latent, site=site))), windows_WS)
     options = {"max_new_tokens": max_new_tokens, "greedy": greedy, "seed": seed, "site": site, "norm": norm}
     clean = generate_steered(lm, dictionary, latent, 0.0, prompt, **options)
@@ -59,6 +60,9 @@ def steer_prompt(lm, dictionary, latent: int, prompt: str, multiple: float = 8.0
     if curve:
         measured = steering_curve(lm, dictionary, latent, [float(m) for m in curve], windows_WS, site=site,
                                   norm=norm, progress=progress)
-    drawn = str(plot_steering_curve(measured, plot)) if plot is not None else None
+    drawn = None
+    if plot is not None:
+        assert measured is not None  # plot= needs curve=, checked above
+        drawn = str(plot_steering_curve(measured, plot))
     return SteeredPrompt(prompt=prompt, latent=latent, multiple=float(multiple), norm=norm, clean=clean,
                          steered=steered, curve=measured, plot=drawn)

@@ -44,7 +44,7 @@ class ReLUAutoencoder(torch.autograd.Function):
     def forward(ctx, x_NI, W_enc_IF, b_enc_F, centre_I, W_dec_FO, weight_F, max_density):
         n = x_NI.shape[0]
         xc_NI = x_NI if centre_I is None else x_NI - centre_I
-        codes_NF = torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=scratch.new_empty(x_NI, (x_NI.shape[0], b_enc_F.numel()))).relu_()
+        codes_NF = torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=scratch.new_empty(x_NI, (n, b_enc_F.numel()))).relu_()
         if code_density(codes_NF) < max_density:
             active, values_E = sparse.from_dense(codes_NF)
             recon_NO = sparse.row_sums(active, values_E, W_dec_FO)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -24,7 +25,7 @@ _blocks: list[torch.UntypedStorage] = []
 _lock = threading.Lock()
 
 
-def _storage_use_count():
+def _storage_use_count() -> Callable[[torch.UntypedStorage], int] | None:
     """torch's reference count of a storage, or None where this torch does not expose it.
 
     The call is private, but it is the only way to see whether a storage is still shared. Kept
@@ -41,11 +42,11 @@ _use_count = _storage_use_count()
 
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """An uninitialised contiguous CPU tensor, in reused memory where a free block fits."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if _use_count is None or nbytes < _MIN_BYTES:
+    nbytes, use_count = math.prod(shape) * dtype.itemsize, _use_count
+    if use_count is None or nbytes < _MIN_BYTES:
         return torch.empty(shape, dtype=dtype)
     with _lock:
-        block = _free_block(nbytes)
+        block = _free_block(nbytes, use_count)
         tensor = torch.empty(0, dtype=dtype)
         # Set while holding the lock: once the tensor refers to the block, no other caller takes it.
         return tensor.set_(block, 0, shape, _contiguous_strides(shape))
@@ -57,14 +58,14 @@ def new_empty(like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
     return empty(shape, like.dtype) if like.device.type == "cpu" else like.new_empty(shape)
 
 
-def _free_block(nbytes: int) -> torch.UntypedStorage:
+def _free_block(nbytes: int, use_count: Callable[[torch.UntypedStorage], int]) -> torch.UntypedStorage:
     # At most twice the size asked for, so a small request never holds a large block hostage.
-    free = [b for b in _blocks if nbytes <= b.nbytes() <= 2 * nbytes and _use_count(b) == 1]
+    free = [b for b in _blocks if nbytes <= b.nbytes() <= 2 * nbytes and use_count(b) == 1]
     if free:
         return min(free, key=lambda b: b.nbytes())
     block = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
     if len(_blocks) >= _MAX_BLOCKS:
-        idle = [b for b in _blocks if _use_count(b) == 1]
+        idle = [b for b in _blocks if use_count(b) == 1]
         if not idle:
             return block  # every pooled block is in use: this one is not pooled
         _blocks.remove(min(idle, key=lambda b: b.nbytes()))

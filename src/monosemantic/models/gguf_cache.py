@@ -73,9 +73,11 @@ def _convert(gguf_path: Path, out: Path) -> None:
         raise MonosemanticError(f"loading {gguf_path.name} needs the 'gguf' package: {e}") from e
     # The weights are plain float32 after de-quantisation, but transformers still marks the
     # model as quantised and refuses to save it; clearing the marks makes it serialisable.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # The ignores: torch types Module.__setattr__ for tensors and modules only (any value works),
+    # and pyright does not narrow on hasattr, so it cannot see the attribute it checks for.
+    model.hf_quantizer = None  # pyright: ignore[reportArgumentType]
+    model.is_quantized = False  # pyright: ignore[reportArgumentType]
     if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+        del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

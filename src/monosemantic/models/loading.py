@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,14 +37,15 @@ class LanguageModel:
     """A Hugging Face causal LM with its tokenizer and the sites it exposes."""
 
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Any  # a Hugging Face tokenizer, or anything with its interface
     name: str
     source: str = ""
     _widths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @cached_property
-    def config(self):
-        config = self.model.config
+    def config(self) -> Any:
+        """The model's Hugging Face config (its text part, for a multimodal model)."""
+        config: Any = self.model.config  # an attribute of HF models that nn.Module does not declare
         return config.get_text_config() if hasattr(config, "get_text_config") else config
 
     @property
@@ -176,5 +178,6 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
             f"could not load model '{spec}' ({first}); expected a Hugging Face hub id reachable online "
             f"or in the local cache, a local folder, a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}"
         ) from e
-    model.to(resolve_device(device)).eval()
+    # transformers wraps `to` with functools.wraps(nn.Module.to), which pyright binds without self.
+    model.to(resolve_device(device)).eval()  # pyright: ignore[reportArgumentType]
     return LanguageModel(model=model, tokenizer=tokenizer, name=spec, source=source)

@@ -39,6 +39,7 @@ _BLOCK_SITE = re.compile(r"^blocks\.(-?\d+)\.(\w+)$")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn")
 _DOWN_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2", "fc_out")
+Point = Literal["input", "output"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Site:
 
     name: str
     module: str
-    point: Literal["input", "output"]
+    point: Point
     layer: int | None = None
 
 
@@ -143,16 +144,18 @@ class SiteIndex:
                 f"layer {layer} in site '{name}' is out of range: {self.model_name} has layers 0-{lay.n_layers - 1}"
             )
         if kind not in self._block_kinds():
-            raise MonosemanticError(f"site kind '{kind}' is not available for {self.model_name}: no matching module found")
+            raise MonosemanticError(f"site kind '{kind}' is not available for {self.model_name}: no matching module "
+                                    "found")
         block = f"{lay.blocks}.{layer}"
-        module, point = {
+        where: dict[str, tuple[str, Point]] = {
             "resid_pre": (block, "input"),
             "resid_post": (block, "output"),
             "attn_out": (f"{block}.{lay.attn_out}", "output"),
             "mlp_in": (f"{block}.{lay.mlp}", "input"),
             "mlp_out": (f"{block}.{lay.mlp_out}", "output"),
             "mlp_hidden": (f"{block}.{lay.mlp_down}", "input"),
-        }[kind]
+        }
+        module, point = where[kind]
         return Site(name, module, point, layer)
 
 

@@ -24,7 +24,7 @@ from .normalize import Scales
 from .recipes import sweep_from_store, train_from_store, train_live
 from .sources import BatchSource, StoreSource, TensorSource
 from .sweep import DictionarySpec, build_dictionaries, dictionary_name, sweep, sweep_specs
-from .trainer import TrainResult, Trainer
+from .trainer import Trainer, TrainResult
 
 __all__ = ["Batch", "BatchSource", "DictionarySpec", "Layout", "LiveSource", "Scales", "StoreSource",
            "TensorSource", "TrainConfig", "TrainResult", "Trainer", "build_dictionaries", "dictionary_name",

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch import Tensor
 
 from ..dictionaries import Dictionary, save_dictionary
 from ..dictionaries.io import WEIGHTS_NAME
@@ -67,7 +68,8 @@ def read_run(folder: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise MonosemanticError(f"checkpoint file {path} is unreadable ({err}); delete {folder} to start over") from None
+        raise MonosemanticError(f"checkpoint file {path} is unreadable ({err}); delete {folder} to start "
+                                "over") from None
 
 
 def save_checkpoint(out_dir: Path, run: dict, dictionaries: dict[str, Dictionary], state: dict) -> Path:
@@ -118,8 +120,8 @@ def load_state(folder: Path, device: torch.device) -> dict:
         raise MonosemanticError(f"cannot read {path} ({type(err).__name__}); delete {folder} to start over") from None
 
 
-def rng_states() -> dict:
-    states = {"cpu": torch.get_rng_state()}
+def rng_states() -> dict[str, Tensor | list[Tensor]]:
+    states: dict[str, Tensor | list[Tensor]] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states

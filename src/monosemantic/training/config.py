@@ -32,7 +32,8 @@ class TrainConfig:
     b_dec_init: str = "geometric_median"  # decoder bias from the first rows: geometric_median, mean or zeros
     normalize_activations: bool = True  # train on x * sqrt(d)/mean||x||, folded back into saved weights
     resample_every: int | None = None  # steps between dead-latent resamplings (Bricken et al. 2023); None: off
-    dead_after_tokens: int | None = None  # rows without firing that make a latent dead (AuxK, resampling, metrics); None: auto
+    # Rows without firing that make a latent dead (for AuxK, resampling, metrics); None: auto.
+    dead_after_tokens: int | None = None
     log_every: int = 100  # steps between metrics records
     checkpoint_every: int | None = 1000  # steps between checkpoints (with an out_dir); None: only at the end
     seed: int = 0  # data order and resampling
@@ -111,7 +112,7 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "train config") -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = "train config") -> TrainConfig:
         if not isinstance(data, dict):
             raise MonosemanticError(f"{where} must be a JSON object; got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
@@ -123,7 +124,7 @@ class TrainConfig:
             raise MonosemanticError(f"{where} lacks total_tokens; pass e.g. total_tokens=10_000_000")
         return cls(**data)
 
-    def differences(self, other: "TrainConfig") -> list[str]:
+    def differences(self, other: TrainConfig) -> list[str]:
         """``name=mine vs other`` for every field that would change the trained weights."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [f"{name}={mine[name]!r} vs {theirs[name]!r}" for name in mine

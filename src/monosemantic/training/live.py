@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..data import storable_mask, text_source, token_windows
+from ..data import CorpusSpec, storable_mask, text_source, token_windows
 from ..data.split import DEFAULT_HOLDOUT, check_split, split_windows
 from ..errors import MonosemanticError
 from .layout import Batch, Layout
@@ -27,7 +27,7 @@ class LiveSource:
     """Rows of ``site_in`` (and ``site_out`` for transcoders, or ``sites`` for crosscoders) of ``lm``."""
 
     def __init__(self, lm, site_in: str | None = None, site_out: str | None = None, *,
-                 sites: Sequence[str] | None = None, corpus="stdlib", context_length: int = 128,
+                 sites: Sequence[str] | None = None, corpus: CorpusSpec = "stdlib", context_length: int = 128,
                  buffer_batches: int = 4, model_batch_size: int = 16, prepend_bos: bool = False,
                  exclude_special: bool = True, skip_first: bool = True, holdout: float = DEFAULT_HOLDOUT):
         if sites is not None and (site_in is not None or site_out is not None):
@@ -43,7 +43,8 @@ class LiveSource:
         wanted = list(sites) if sites is not None else [site_in] + ([site_out] if site_out not in (None, site_in)
                                                                     else [])
         self.sites = lm.resolve_sites(wanted)
-        self.context_length, self.buffer_batches, self.model_batch_size = context_length, buffer_batches, model_batch_size
+        self.context_length, self.buffer_batches = context_length, buffer_batches
+        self.model_batch_size = model_batch_size
         self.prepend_bos, self.skip_first = prepend_bos, skip_first
         check_split("train", holdout)
         self.holdout = holdout

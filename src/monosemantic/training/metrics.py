@@ -96,7 +96,8 @@ class MetricsLog:
 
 def _start_wandb(project: str, out_dir: Path | None, run_config: dict):
     try:
-        import wandb
+        # Optional and not a dependency: whoever logs to wandb installs it (unresolvable otherwise).
+        import wandb  # pyright: ignore[reportMissingImports]
     except ImportError:
         raise MonosemanticError(f"wandb_project={project!r} was given but wandb is not installed; "
                                 "pip install wandb or leave wandb_project unset") from None

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ..dictionaries import Dictionary
-from ..kernels import scratch
 from ..errors import MonosemanticError
+from ..kernels import scratch
 from .layout import Batch
 
 # Rows used for the scale and the decoder-bias initialisation.
@@ -41,7 +41,7 @@ class Scales(NamedTuple):
         return Batch(_times(batch.x, self.scale_in), target)
 
     @classmethod
-    def from_json(cls, scale_in, scale_out) -> "Scales":
+    def from_json(cls, scale_in, scale_out) -> Scales:
         return cls(*(tuple(s) if isinstance(s, list) else s for s in (scale_in, scale_out)))
 
 
@@ -49,10 +49,10 @@ UNIT = Scales(1.0, 1.0)
 
 
 def _times(rows: Tensor, scale: Scale) -> Tensor:
-    if isinstance(scale, tuple):  # [N, S, D]: one scale per source
-        scale = torch.tensor(scale, dtype=rows.dtype, device=rows.device)[:, None]
+    # A tuple holds one scale per source, for crosscoder rows [N, S, D].
+    factor = torch.tensor(scale, dtype=rows.dtype, device=rows.device)[:, None] if isinstance(scale, tuple) else scale
     # A batch is ~10 MB: pooled memory on CPU spares page-faulting a fresh block every step.
-    return torch.mul(rows, scale, out=scratch.new_empty(rows))
+    return torch.mul(rows, factor, out=scratch.new_empty(rows))
 
 
 def _scale(rows_ND: Tensor, what: str) -> float:

@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..activations import ActivationStore
+from ..data import CorpusSpec
 from .config import TrainConfig
 from .live import LiveSource
 from .sources import StoreSource
 from .sweep import DictionarySpec, build_dictionaries, dictionary_name, sweep
-from .trainer import TrainResult, Trainer
+from .trainer import Trainer, TrainResult
 
 
 def _store_setup(source: StoreSource, options: Mapping | None) -> tuple[dict, dict]:
@@ -64,8 +65,8 @@ def sweep_from_store(store: str | Path | ActivationStore, out_dir: str | Path, *
 
 
 def train_live(lm, out_dir: str | Path, *, arch: str, config: TrainConfig, site_in: str, site_out: str | None = None,
-               corpus="stdlib", context_length: int = 128, expansion: float = 8, options: Mapping | None = None,
-               skip: bool = False, progress: bool = True) -> TrainResult:
+               corpus: CorpusSpec = "stdlib", context_length: int = 128, expansion: float = 8,
+               options: Mapping | None = None, skip: bool = False, progress: bool = True) -> TrainResult:
     """Train one dictionary on activations computed on the fly by ``lm`` (a loaded LanguageModel)."""
     source = LiveSource(lm, site_in, site_out, corpus=corpus, context_length=context_length)
     spec = DictionarySpec(arch, expansion, dict(options or {}))

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from ..dictionaries import Dictionary, require_single_site
-from ..errors import MonosemanticError
-from .layout import Batch
 from ..kernels.adam import moments
+from .layout import Batch
+
 
 def check_resamplable(name: str, dictionary: Dictionary) -> None:
     """MonosemanticError, before training starts, for a dictionary this resampling cannot handle."""

@@ -146,7 +146,8 @@ class StoreSource:
         per_epoch = min(len(self._epoch(piece, seed, 0, parts, p)) for p in range(parts))
         if per_epoch == 0:
             raise MonosemanticError(f"the {self.split!r} split of store {self.store.path} has fewer rows than one "
-                                    f"batch of {batch_size}" + (f" in each of its {parts} partitions" if parts > 1 else "")
+                                    f"batch of {batch_size}"
+                                    + (f" in each of its {parts} partitions" if parts > 1 else "")
                                     + "; lower batch_size or harvest more tokens")
         epoch, index = divmod(start_step, per_epoch)
         while True:

@@ -23,7 +23,7 @@ from ..dictionaries import ARCHITECTURES, Dictionary, architecture, make_diction
 from ..errors import MonosemanticError
 from .config import TrainConfig
 from .sources import BatchSource
-from .trainer import TrainResult, Trainer
+from .trainer import Trainer, TrainResult
 
 # Short forms of sparsity options in dictionary names; the option itself is the architecture's
 # (Dictionary.sparsity_option).

@@ -23,21 +23,30 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from ..dictionaries import Dictionary, StepInput, save_dictionary
 from ..errors import MonosemanticError
+from ..kernels.adam import Adam
 from ..models.loading import resolve_device
 from ..processes import join_processes
-from .checkpoint import (CHECKPOINT_NAME, Saved, check_same_run, load_state, load_weights_, read_run, recover,
-                         restore_rng, rng_states, save_checkpoint)
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    Saved,
+    check_same_run,
+    load_state,
+    load_weights_,
+    read_run,
+    recover,
+    restore_rng,
+    rng_states,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .firing import Firing
 from .layout import Batch, check_batch, check_fits
 from .metrics import METRICS_NAME, BatchSums, MetricsLog, batch_sums, summarize
 from .normalize import SAMPLE_ROWS, UNIT, Scales, estimate_scales, folded_copy
-from ..kernels.adam import Adam
 from .resample import check_resamplable, resample_dead_
 from .schedules import lr_factor, sparsity_scale
 from .seeds import generator
@@ -113,7 +122,7 @@ class Trainer:
             # The fused kernel updates all parameters in one pass (~5x faster than the default
             # on CPU); it exists for floating-point parameters on CPU and CUDA.
             optimizer = Adam(dictionary.parameters(), lr=self.lrs[name], betas=self.config.betas,
-                                         fused=self.device.type in ("cpu", "cuda"))
+                             fused=self.device.type in ("cpu", "cuda"))
             slots.append(_Slot(name, dictionary, optimizer, self.lrs[name], Firing(dictionary, self.device)))
         return slots
 
@@ -168,11 +177,13 @@ class Trainer:
             if n and self.replicas.is_main:
                 tqdm.write(f"step {step}: resampled {n} dead latents of {slot.name}", file=sys.stderr)
 
-    def _record(self, slots: list[_Slot], sums: dict[str, BatchSums], step: int, log, bar) -> dict[str, dict]:
+    def _record(self, slots: list[_Slot], sums: dict[str, BatchSums | None], step: int, log, bar
+                ) -> dict[str, dict]:
         """Metrics of this step for every dictionary: written, shown, and returned by name."""
         records = {}
         for slot in slots:
             local = sums[slot.name]
+            assert local is not None  # _update returns the sums on logging steps, the only ones recorded
             record = summarize(local._replace(sums=self.replicas.sum_(local.sums)), step=step,
                                tokens=step * self.config.batch_size, name=slot.name)
             if not math.isfinite(record["loss"]):
@@ -213,13 +224,13 @@ class Trainer:
         """This rank's rows of each global batch from ``step`` on, checked."""
         config, replicas = self.config, self.replicas
         world, rank = replicas.world, replicas.rank
-        if world > 1 and hasattr(source, "local_batches"):
+        local_batches = getattr(source, "local_batches", None)  # optional, see BatchSource
+        if world > 1 and local_batches is not None:
             rows = config.batch_size // world
             if rows * world != config.batch_size:
                 raise MonosemanticError(f"batch_size {config.batch_size} does not divide among {world} processes; "
                                         f"use a multiple of {world}")
-            batches = source.local_batches(config.batch_size, seed=config.seed, start_step=step, rank=rank,
-                                           world=world)
+            batches = local_batches(config.batch_size, seed=config.seed, start_step=step, rank=rank, world=world)
             for batch in batches:
                 try:
                     check_batch(batch, source.layout, step, rows, first_row=step * config.batch_size + rank * rows)
@@ -305,6 +316,7 @@ class Trainer:
                                         "training diverged; lower its lr (the last checkpoint is intact)")
         if not self.replicas.is_main:
             return
+        assert self.out_dir is not None  # only runs with a folder checkpoint
         state = {"optimizers": {s.name: s.optimizer.state_dict() for s in slots},
                  "firing": {s.name: s.firing.counts_F for s in slots},
                  "rng": rng_states(), "metrics": saved.metrics}
@@ -313,6 +325,7 @@ class Trainer:
 
     def _write_summary(self, saved: Saved) -> None:
         """``training.json``: how the saved dictionaries were trained and how they ended."""
+        assert self.out_dir is not None  # only runs with a folder write one
         summary = {"steps": saved.step, "tokens": saved.step * self.config.batch_size,
                    "scale_in": saved.scales.scale_in, "scale_out": saved.scales.scale_out,
                    "train_config": self.config.to_dict(), "data": self.data,

@@ -20,7 +20,8 @@ def histogram_svg(counts: list[int], edges: list[float], *, width: int = 560, he
     parts = [opening, f"<title>{esc(title)}</title>"]
     tallest = max(counts, default=0)
     if not counts or tallest == 0:
-        parts.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle">no non-zero activations</text>')
+        parts.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle">'
+                     "no non-zero activations</text>")
         parts.append("</svg>")
         return "".join(parts)
     bar_w = plot_w / len(counts)
