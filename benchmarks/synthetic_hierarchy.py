@@ -30,22 +30,18 @@ from monosemantic.training import TrainConfig, Trainer
 
 QUICK = dict(features=256, d=64, parents=16, children=3, depth=1, active=4.0, rank=8, rows=1_000_000, batch=1024,
              lr=3e-3, eval_rows=32768)
-TOP_K = ("topk", "batchtopk", "matryoshka")  # architectures whose sparsity is a k
 
 
 def architectures() -> list[str]:
-    """Registered autoencoders over one site: the dictionaries package's, minus the crosscoder.
-
-    Baselines register elsewhere.
-    """
+    """Registered trainable autoencoders over one site (an example of each states its input shape)."""
     return [name for name, cls in ARCHITECTURES.items()
-            if cls.__module__.startswith("monosemantic.dictionaries.") and name != "crosscoder"]
+            if cls.TRAINABLE and len(make_dictionary(name, 8, 16, **cls.EXAMPLE).input_shape) == 1]
 
 
 def sparsity_options(name: str, args: argparse.Namespace, k: int) -> dict:
     """Each architecture's sparsity setting; the penalties' library defaults suit LLM sites (L0 in the tens
     to hundreds), so these are set for the few active features a row here (measured with --quick)."""
-    if name in TOP_K:
+    if ARCHITECTURES[name].sparsity_option() == "k":
         return {"k": k}
     return {"relu": {"l1_coeff": args.relu_l1, "weight_l1_by_decoder_norm": True},
             "gated": {"l1_coeff": args.gated_l1},

@@ -138,3 +138,26 @@ def smollm2():
     from monosemantic.models import load_model
 
     return load_model("smollm2-135m")
+
+
+class Interrupted(Exception):
+    """What :class:`StopsAfter` raises: a run stopping mid-way, as a killed one would."""
+
+
+class StopsAfter:
+    """A batch source that fails at training step ``n`` (a run interrupted between checkpoints).
+
+    A fresh Trainer first reads a sample (scales, decoder bias) through one ``batches`` call;
+    the training steps come from the next call, whose ``n``-th batch raises.
+    """
+
+    def __init__(self, source, n: int, sample_calls: int = 1):
+        self.source, self.n, self.layout = source, n, source.layout
+        self.calls_left = sample_calls
+
+    def batches(self, batch_size, *, seed, start_step=0):
+        sampling, self.calls_left = self.calls_left > 0, self.calls_left - 1
+        for i, batch in enumerate(self.source.batches(batch_size, seed=seed, start_step=start_step)):
+            if i == self.n and not sampling:
+                raise Interrupted
+            yield batch

@@ -8,9 +8,12 @@ nothing here names an architecture.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from conftest import Interrupted, StopsAfter
 from monosemantic.dictionaries import ARCHITECTURES, load_dictionary_native, make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.training import TensorSource, TrainConfig, Trainer, build_dictionaries, sweep_specs
@@ -27,23 +30,6 @@ def _rows(input_shape: tuple[int, ...], n: int, seed: int) -> torch.Tensor:
     dirs = torch.randn(24, *input_shape, generator=g)
     active = (torch.rand(n, 24, generator=g) < 0.15) * torch.rand(n, 24, generator=g)
     return torch.einsum("nm,m...->n...", active, dirs) + 0.01 * torch.randn(n, *input_shape, generator=g)
-
-
-class _Interrupted(Exception):
-    pass
-
-
-class _StopsAfter:
-    """A source that fails after ``n`` batches, as a killed run would stop."""
-
-    def __init__(self, source: TensorSource, n: int):
-        self.source, self.n, self.layout = source, n, source.layout
-
-    def batches(self, batch_size, *, seed, start_step=0):
-        for i, batch in enumerate(self.source.batches(batch_size, seed=seed, start_step=start_step)):
-            if i == self.n:
-                raise _Interrupted
-            yield batch
 
 
 def _specs(arch: str):
@@ -69,9 +55,10 @@ def test_every_architecture_trains_resumes_exactly_sweeps_saves_and_loads(arch, 
 
     straight = Trainer(build_dictionaries(specs, D), config, tmp_path / "straight").fit(TensorSource(x),
                                                                                       progress=False)
-    with pytest.raises(_Interrupted):
-        Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(_StopsAfter(TensorSource(x), 13),
-                                                                                 progress=False)
+    with pytest.raises(Interrupted):
+        Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(StopsAfter(TensorSource(x), 13),
+                                                                                progress=False)
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "run.json").read_text())["step"] == 8
     resumed = Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(TensorSource(x),
                                                                                      progress=False)
     assert straight.steps == resumed.steps == 24

@@ -81,7 +81,8 @@ def test_options_sites_and_errors():
     assert crosscoder.options["l1_coeff"] == 5.0 and not crosscoder.unit_norm_decoder
     topk = make_dictionary("crosscoder", D, F, n_sources=3, activation="topk", k=4)
     assert topk.unit_norm_decoder and topk.options["aux_k"] == F // 2
-    for options, match in [({}, "needs n_sources"), ({"n_sources": 3, "sites": ["a", "b"]}, "one site per source"),
+    for options, match in [({}, "needs n_sources"), ({"n_sources": 1}, "n_sources=1 is invalid"),
+                           ({"n_sources": 3, "sites": ["a", "b"]}, "one site per source"),
                            ({"n_sources": 2, "activation": "gelu"}, "activation='gelu' is invalid"),
                            ({"n_sources": 2, "k": 4}, "pass activation='topk'"),
                            ({"n_sources": 2, "activation": "topk"}, "needs option|k=None is invalid"),
@@ -161,7 +162,8 @@ def _reference(crosscoder, x, scale, dead):
     if crosscoder.options["activation"] == "relu":
         norms = sum(crosscoder.W_dec[:, s].norm(dim=1) for s in range(S))
         loss = loss + crosscoder.options["l1_coeff"] * scale * (codes * norms).sum(-1).mean()
-    elif dead is not None and dead.any():
+    elif dead is not None and (dead & ~(codes > 0).any(0)).any():
+        dead = dead & ~(codes > 0).any(0)  # latents firing in this batch are alive
         k = min(crosscoder.options["aux_k"], int(dead.sum()))
         values, indices = pre.masked_fill(~dead, float("-inf")).topk(k, dim=-1)
         aux_codes = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 
@@ -126,11 +127,37 @@ def test_saves_from_when_top_k_counted_its_own_firing_still_load(tmp_path):
     config["options"]["dead_after_tokens"] = 10_000_000
     (folder / "config.json").write_text(json.dumps(config))
     tensors = load_file(folder / "weights.safetensors")
-    save_file({**tensors, "tokens_since_fired": torch.zeros(F, dtype=torch.int64)}, folder / "weights.safetensors")
-    loaded = load_dictionary_native(folder)
+    counter = torch.arange(F, dtype=torch.int64)
+    save_file({**tensors, "tokens_since_fired": counter}, folder / "weights.safetensors")
+    with pytest.warns(UserWarning, match="dead_after_tokens no longer applies.*TrainConfig.dead_after_tokens"):
+        loaded = load_dictionary_native(folder)
     assert "dead_after_tokens" not in loaded.options and "tokens_since_fired" not in loaded.state_dict()
     x = _data()
     assert torch.equal(loaded.encode(x), topk.encode(x))
+    # Feature folders made from the old save were fingerprinted with the counter: they still match.
+    from monosemantic.features import dictionary_fingerprint
+    old_style = hashlib.sha256()
+    for name, tensor in sorted({**topk.state_dict(), "tokens_since_fired": counter}.items()):
+        old_style.update(name.encode())
+        old_style.update(str(tuple(tensor.shape)).encode())
+        old_style.update(tensor.to(torch.float32).contiguous().numpy().tobytes())
+    assert dictionary_fingerprint(loaded) == old_style.hexdigest() != dictionary_fingerprint(topk)
+
+
+def test_auxk_spares_latents_that_fire_in_the_batch_itself():
+    # The trainer's mask counts rows up to the previous batch; a latent firing now is alive
+    # (Gao et al. count the batch first), so the aux term never reaches it.
+    torch.manual_seed(0)
+    dictionary = make_dictionary("topk", D, F, k=2)
+    x = _data()
+    out = dictionary.loss(x, None, StepInput(dead_F=torch.ones(F, dtype=torch.bool)))
+    assert out.codes is not None
+    fired = (out.codes > 0).any(0)
+    assert fired.any() and not fired.all()
+    dictionary.zero_grad()
+    out.terms["aux"].backward()
+    enc_grad = _grad(dictionary.W_enc).abs().sum(0)
+    assert (enc_grad[fired] == 0).all() and (enc_grad[~fired] > 0).any()
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

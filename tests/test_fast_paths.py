@@ -1,4 +1,4 @@
-"""The fast training paths (fast_relu, fast_topk, sparse_ops) against plain dense computations.
+"""The CPU training kernels (monosemantic.kernels: relu, topk, sparse) against plain dense computations.
 
 Each reference below is the textbook formula written out with dense tensors and autograd; the
 fast path must give the same loss terms, codes, reconstructions and parameter gradients.
@@ -64,7 +64,7 @@ def _mse(recon, target):
     return reconstruction_mse(recon, target)  # the library's convention: summed over width, mean over rows
 
 
-# ----- sparse_ops --------------------------------------------------------------------------------
+# ----- kernels.sparse -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sparse_products_equal_dense_ones(dtype):
@@ -188,6 +188,8 @@ def _topk_reference(dictionary, x, target, dead):
     recon = _decode(dictionary, codes, x)
     mse = _mse(recon, target)
     aux = torch.zeros((), dtype=pre.dtype)
+    if dead is not None:
+        dead = dead & ~(codes > 0).any(0)  # latents firing in this batch are alive
     if dead is not None and dead.any():
         k_aux = min(dictionary.options["aux_k"], int(dead.sum()))
         aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1)

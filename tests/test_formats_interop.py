@@ -231,6 +231,17 @@ def test_saelens_metadata_survives_a_round_trip(tmp_path):
     assert {key: metadata.get(key) for key in KEPT} == KEPT
 
 
+def test_saelens_metadata_is_not_carried_onto_changed_weights(tmp_path):
+    # A fine-tuned SAE is not the one its neuronpedia_id names: the fields go with the weights read.
+    sae = load_dictionary(_saelens_with_metadata(tmp_path, **KEPT))
+    with torch.no_grad():
+        sae.W_dec.mul_(1.01)
+    save_dictionary_as(sae, tmp_path / "tuned", to="saelens")
+    metadata = json.loads((tmp_path / "tuned" / "cfg.json").read_text())["metadata"]
+    assert metadata.get("neuronpedia_id") is None and metadata.get("dataset_path") is None
+    assert metadata["hook_name"] == "blocks.1.hook_resid_post"  # from the site, which did not change
+
+
 def test_saelens_hook_without_a_site_here_is_kept_as_read(tmp_path):
     folder = _saelens_with_metadata(tmp_path, hook_name="blocks.1.attn.hook_z", hook_head_index=None)
     cfg = json.loads((folder / "cfg.json").read_text())

@@ -529,3 +529,41 @@ def test_auxk_acts_in_a_short_run_and_the_logged_dead_fraction_uses_the_same_win
     after = [r for r in records if r["step"] > window_steps + 1]
     assert all(r["aux"] == 0 and r["dead_fraction"] == 0 for r in before)
     assert all(r["aux"] > 0 and r["dead_fraction"] >= 16 / 64 for r in after)
+
+
+def test_a_checkpoint_from_before_the_trainer_owned_firing_counts_resumes_exactly(tmp_path):
+    # Before, top-k dictionaries kept their firing counter among their weights (tokens_since_fired)
+    # and a dead_after_tokens option; the trainer's state had no count for them.
+    from safetensors.torch import load_file, save_file
+
+    from conftest import Interrupted, StopsAfter
+
+    x_ND, _ = sparse_data(4096, 16, 48)
+    cfg = config(total_tokens=40 * 64, checkpoint_every=10, log_every=5)
+
+    def fresh():
+        torch.manual_seed(0)
+        topk = make_dictionary("topk", 16, 64, k=2)
+        with torch.no_grad():
+            topk.W_enc[:, :16] *= 1e-4  # (almost) never selected: dead from step 8 on, so AuxK reads the counts
+        return {"topk": topk}
+
+    straight = Trainer(fresh(), cfg, tmp_path / "straight").fit(TensorSource(x_ND), progress=False)
+    out = tmp_path / "old"
+    with pytest.raises(Interrupted):
+        Trainer(fresh(), cfg, out).fit(StopsAfter(TensorSource(x_ND), 25), progress=False)
+    checkpoint = out / "checkpoint"
+    run = json.loads((checkpoint / "run.json").read_text())
+    assert run["step"] == 20
+    run["dictionaries"]["topk"]["config"]["options"]["dead_after_tokens"] = 10_000_000
+    (checkpoint / "run.json").write_text(json.dumps(run))
+    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    counts_F = state["firing"].pop("topk")
+    assert (counts_F > 0).any()
+    torch.save(state, checkpoint / "state.pt")
+    weights = load_file(checkpoint / "topk" / "weights.safetensors")
+    save_file({**weights, "tokens_since_fired": counts_F}, checkpoint / "topk" / "weights.safetensors")
+
+    resumed = Trainer(fresh(), cfg, out).fit(TensorSource(x_ND), progress=False)
+    for key, tensor in straight.dictionaries["topk"].state_dict().items():
+        assert torch.equal(resumed.dictionaries["topk"].state_dict()[key], tensor), key

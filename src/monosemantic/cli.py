@@ -222,7 +222,8 @@ def train(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk", site: SiteInOpt 
 def sweep(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk",
           expansions: Annotated[str, typer.Option(help="Dictionary sizes as multiples of the width.")
                                 ] = "1,2,4,8,16,32",
-          sparsities: Annotated[str, typer.Option(help="Values of the sparsity option (k, or l1_coeff).")] = "16,32,64",
+          sparsities: Annotated[str, typer.Option(help="Values of the sparsity option (`monosemantic archs`).")
+                                ] = "16,32,64",
           sparsity_option: Annotated[str | None, typer.Option(help="Which option the sparsities set.")] = None,
           site: SiteInOpt = None, site_out: SiteOutOpt = None, option: OptionOpt = None, config: ConfigOpt = None,
           tokens: TokensOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None, seed: SeedOpt = None,

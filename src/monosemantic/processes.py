@@ -67,6 +67,13 @@ class ProcessGroup(SingleProcess):
         import torch.distributed as dist
 
         self.dist = dist
+        if device.type == "cuda":
+            # NCCL runs its collectives (barriers included) on the current device; without this
+            # every rank would use cuda:0.
+            torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
+        # gloo reduces CPU tensors, NCCL CUDA ones: collectives move their input there and back.
+        self.device = torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else \
+            torch.device("cpu")
         self._created = not dist.is_initialized()
         if self._created:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -95,19 +102,19 @@ class ProcessGroup(SingleProcess):
             offset += g.numel()
 
     def any_(self, mask: Tensor) -> Tensor:
-        flags = mask.to(torch.int32)
+        flags = mask.to(self.device, torch.int32)
         self.dist.all_reduce(flags, op=self.dist.ReduceOp.MAX)
-        return flags.bool()
+        return flags.bool().to(mask.device)
 
     def sum_(self, values: Tensor) -> Tensor:
-        values = values.clone()
-        self.dist.all_reduce(values)
-        return values
+        total = values.to(self.device, copy=True)
+        self.dist.all_reduce(total)
+        return total.to(values.device)
 
     def max_(self, values: Tensor) -> Tensor:
-        values = values.clone()
-        self.dist.all_reduce(values, op=self.dist.ReduceOp.MAX)
-        return values
+        largest = values.to(self.device, copy=True)
+        self.dist.all_reduce(largest, op=self.dist.ReduceOp.MAX)
+        return largest.to(values.device)
 
     def gather_rows(self, rows: Tensor) -> Tensor:
         parts = [torch.empty_like(rows) for _ in range(self.world)]

@@ -17,7 +17,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ..dictionaries import Dictionary, LossOutput, StepInput, make_dictionary, reconstruction_mse
+from ..dictionaries import Dictionary, LossOutput, StepInput, loss_terms, make_dictionary, reconstruction_mse
 from ..errors import MonosemanticError
 
 # Where a fitted baseline came from; recorded in the config, changes no computation.
@@ -59,7 +59,7 @@ class LinearBaseline(Dictionary):
         # Only the reconstruction error: a baseline has no sparsity term to trade it against.
         recon_ND, codes_NF, _ = self(x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        return LossOutput(mse, {"mse": mse}, recon_ND, codes_NF)
+        return LossOutput(mse, loss_terms(mse), recon_ND, codes_NF)
 
     @torch.no_grad()
     def set_weights_(self, W_enc_DF: Tensor, W_dec_FD: Tensor, b_dec_D: Tensor | None = None) -> None:

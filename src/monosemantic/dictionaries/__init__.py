@@ -20,7 +20,7 @@ from .median import geometric_median
 from .p_anneal import PAnnealDictionary
 from .registry import ARCHITECTURES, architecture, dictionary_from_config, make_dictionary, register
 from .relu import ReLUDictionary
-from .step import LOCAL, BatchReduce, LossOutput, SparseCodes, StepInput
+from .step import LOCAL, BatchReduce, LossOutput, SparseCodes, StepInput, fired_latents, loss_terms
 from .topk import TopKDictionary
 
 __all__ = [
@@ -28,5 +28,5 @@ __all__ = [
     "Dictionary", "DictionaryConfig", "DictionaryOutput", "GatedDictionary", "JumpReLUDictionary", "LossOutput",
     "MatryoshkaDictionary", "PAnnealDictionary", "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture",
     "dictionary_from_config", "geometric_median", "load_dictionary_native", "make_dictionary", "read_config",
-    "reconstruction_mse", "register", "require_single_site", "save_dictionary",
+    "fired_latents", "loss_terms", "reconstruction_mse", "register", "require_single_site", "save_dictionary",
 ]

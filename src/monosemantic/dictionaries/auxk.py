@@ -16,7 +16,7 @@ from torch import Tensor
 from ..kernels import topk as fast_topk
 from .base import Dictionary, reconstruction_mse
 from .options import check_float, check_int
-from .step import StepInput
+from .step import SparseCodes, StepInput, fired_latents
 
 DEFAULT_AUX_K = 512
 
@@ -39,26 +39,35 @@ class AuxKDictionary(Dictionary):
     REQUIRED = ("k",)
     EXAMPLE = {"k": 4}
     # Until 0.1 the dictionary counted firing itself (10M rows, so AuxK never started in short runs).
-    RETIRED_OPTIONS = ("dead_after_tokens",)
+    RETIRED_OPTIONS = {"dead_after_tokens": "the trainer decides which latents are dead; set "
+                                            "TrainConfig.dead_after_tokens (by default a fifth of the run)"}
     RETIRED_TENSORS = ("tokens_since_fired",)
 
     @classmethod
     def _check_options(cls, options, config):
         return check_auxk_options(cls.arch, options, config)
 
-    def _dead_indices(self, step: StepInput) -> Tensor | None:
-        """Indices of the dead latents, or None when there is no AuxK term to compute."""
+    def _dead_indices(self, step: StepInput, codes: SparseCodes | Tensor) -> Tensor | None:
+        """Indices of the dead latents, or None when there is no AuxK term to compute.
+
+        Dead is the trainer's mask (``step.dead_F``, counted up to the previous batch), less the
+        latents that fire in this batch's ``codes``: as in Gao et al., this batch counts first.
+        """
         if not self.training or self.options["aux_coeff"] == 0 or step.dead_F is None:
             return None
         # One host sync per step; it skips the top-k entirely while no latent is dead (the usual case).
         if not bool(step.dead_F.any()):
             return None
-        return step.dead_F.nonzero().squeeze(1).to(self.W_dec.device)
+        # Fired on any process's rows of the global batch, so that every process drops the same latents.
+        fired_F = step.reduce.max_(fired_latents(codes, self.d_sae).to(torch.int32)).bool()
+        dead_F = step.dead_F.to(self.W_dec.device) & ~fired_F
+        dead_idx = dead_F.nonzero().squeeze(1)
+        return dead_idx if dead_idx.numel() else None
 
-    def _aux_term(self, pre_NF: Tensor, residual_ND: Tensor, step: StepInput) -> Tensor:
+    def _aux_term(self, pre_NF: Tensor, residual_ND: Tensor, step: StepInput, codes: SparseCodes | Tensor) -> Tensor:
         """``aux_coeff`` times the AuxK loss; 0 when no latent is dead or outside training."""
         zero = pre_NF.new_zeros((), dtype=torch.float32)
-        dead_idx = self._dead_indices(step)
+        dead_idx = self._dead_indices(step, codes)
         if dead_idx is None:
             return zero
         # Only the dead columns are read: with few dead latents this is far cheaper than
@@ -71,14 +80,15 @@ class AuxKDictionary(Dictionary):
         recon_NO = F.embedding_bag(dead_idx[local_NK], W_dec_FO, per_sample_weights=values_NK, mode="sum")
         return self.options["aux_coeff"] * reconstruction_mse(recon_NO, residual_ND.reshape(recon_NO.shape).detach())
 
-    def _aux_term_sparse(self, encoding: fast_topk.DenseEncoding, W_dec_FO: Tensor, target_NO: Tensor,
-                         recon_NO: Tensor, step: StepInput) -> Tensor:
+    def _aux_term_sparse(self, selected: fast_topk.TopKStep, W_dec_FO: Tensor, target_NO: Tensor,
+                         step: StepInput) -> Tensor:
         """``_aux_term`` for the fast path: the same loss, with gradients only at the chosen entries.
 
         Call it before the pre-activations are recycled into the codes.
         """
+        encoding, recon_NO = selected.encoding, selected.recon_NO
         zero = encoding.pre_NF.new_zeros((), dtype=torch.float32)
-        dead_idx = self._dead_indices(step)
+        dead_idx = self._dead_indices(step, SparseCodes(selected.values_NK, selected.indices_NK))
         if dead_idx is None:
             return zero  # the usual case, so the residual is only formed below
         k = min(self.options["aux_k"], dead_idx.numel())

@@ -18,6 +18,7 @@ A training step, for every architecture (the trainer passes its run state in, se
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
@@ -104,8 +105,9 @@ class Dictionary(nn.Module):
     EXAMPLE: ClassVar[dict[str, Any]] = {}  # options that make a small working instance (tests, docs)
     OPTIONS: ClassVar[dict[str, Any]] = {}
     REQUIRED: ClassVar[tuple[str, ...]] = ()
-    # Options and tensors that older saves hold but that no longer mean anything: dropped on load.
-    RETIRED_OPTIONS: ClassVar[tuple[str, ...]] = ()
+    # Options (name -> what to do instead) and tensors that older saves hold but that no longer
+    # mean anything here: dropped, an option with a warning.
+    RETIRED_OPTIONS: ClassVar[dict[str, str]] = {}
     RETIRED_TENSORS: ClassVar[tuple[str, ...]] = ()
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
@@ -124,6 +126,9 @@ class Dictionary(nn.Module):
                 f"config arch {config.arch!r} does not match {type(self).__name__} ({self.arch!r}); "
                 "build dictionaries with make_dictionary or dictionary_from_config")
         self.config = replace(config, options=self.resolve_options(config))
+        # RETIRED_TENSORS an older save held, as loaded: not state, but part of that save's identity
+        # (the fingerprints of feature folders made from it cover them).
+        self.retired_state: dict[str, Tensor] = {}
         self._init_parameters()
 
     def _init_parameters(self) -> None:
@@ -150,6 +155,9 @@ class Dictionary(nn.Module):
         """The config's options checked, with every default filled in."""
         known = {**COMMON_OPTIONS, **cls.OPTIONS}
         given = {name: value for name, value in config.options.items() if name not in cls.RETIRED_OPTIONS}
+        for name in config.options.keys() & cls.RETIRED_OPTIONS.keys():
+            warnings.warn(f"{cls.arch} option {name} no longer applies and is ignored: {cls.RETIRED_OPTIONS[name]}",
+                          stacklevel=4)
         check_names(cls.arch, given, known, cls.REQUIRED)
         options = {**known, **given}
         apply = options["apply_b_dec_to_input"]
@@ -283,7 +291,7 @@ class Dictionary(nn.Module):
             target_ND = x_ND
         target_ND = self._rows(target_ND, self.d_out, "target")
         check_paired_rows(x_ND, target_ND)
-        return self._loss(x_ND, target_ND, _step_input(step))
+        return checked_output(self, self._loss(x_ND, target_ND, step_input(step, self.d_sae)))
 
     def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         raise NotImplementedError
@@ -384,18 +392,33 @@ def require_single_site(dictionary: Dictionary, stage: str, hint: str = "use a s
 
     ``stage`` names what cannot take several sites, e.g. "feature analysis"; ``hint`` says what to do.
     """
-    if dictionary.n_sites != 1:
+    if len(dictionary.input_shape) != 1:
         names = ", ".join("unnamed" if s is None else s for s in dictionary.sites)
         raise MonosemanticError(f"{stage} handles single-site dictionaries only, but this {dictionary.arch} "
                                 f"dictionary reads {dictionary.n_sites} sites ({names}); {hint}")
 
 
-def _step_input(step) -> StepInput:
+def step_input(step, n_latents: int) -> StepInput:
+    """``step`` checked against a dictionary of ``n_latents`` latents (None: a lone step)."""
     if step is None:
         return StepInput()
     if not isinstance(step, StepInput):
         raise MonosemanticError(f"loss(x, target, step) takes a StepInput as step; got {type(step).__name__}")
+    dead_F = step.dead_F
+    if dead_F is not None and (not isinstance(dead_F, Tensor) or dead_F.dtype != torch.bool
+                               or tuple(dead_F.shape) != (n_latents,)):
+        got = f"{dead_F.dtype} {tuple(dead_F.shape)}" if isinstance(dead_F, Tensor) else type(dead_F).__name__
+        raise MonosemanticError(f"StepInput.dead_F must be a boolean [{n_latents}] tensor (one flag per latent); "
+                                f"got {got}")
     return step
+
+
+def checked_output(dictionary: Dictionary, out: LossOutput) -> LossOutput:
+    """``out``, after checking it keeps the contract the trainer and the metrics rely on."""
+    if "mse" not in out.terms:
+        raise MonosemanticError(f"the {dictionary.arch} loss returned terms {sorted(out.terms)} without 'mse'; an "
+                                "architecture's _loss must report its reconstruction error as terms['mse']")
+    return out
 
 
 def _unit_columns(d: int, f: int) -> Tensor:

@@ -14,7 +14,7 @@ from .auxk import AuxKDictionary
 from .base import reconstruction_mse
 from .options import check_float
 from .registry import register
-from .step import LOCAL, BatchReduce, LossOutput, StepInput
+from .step import LOCAL, BatchReduce, LossOutput, StepInput, loss_terms
 
 
 @register("batchtopk")
@@ -81,5 +81,5 @@ class BatchTopKDictionary(AuxKDictionary):
         pre_NF, codes_NF = self._train_codes(x_ND, step)
         recon_ND = self.decode(codes_NF, x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term(pre_NF, target_ND - recon_ND, step)
-        return LossOutput(mse + aux, {"mse": mse, "sparsity": mse.new_zeros(()), "aux": aux}, recon_ND, codes_NF)
+        aux = self._aux_term(pre_NF, target_ND - recon_ND, step, codes_NF)
+        return LossOutput(mse + aux, loss_terms(mse, aux=aux), recon_ND, codes_NF)

@@ -19,7 +19,7 @@ others. ``decoder_norms()`` ``[F, S]`` is the read-out for model diffing. The de
 is no penalty and each latent's whole decoder ``[S, D]`` is kept at unit norm instead.
 
 Flattened, ``(S, D)`` is one input of width S*D and the crosscoder an SAE over concatenated
-sources with a per-source penalty; that is how it trains (fast_relu and fast_topk run on views
+sources with a per-source penalty; that is how it trains (the relu and topk kernels run on views
 of the parameters, with the same gradients as the plain computation below).
 """
 
@@ -34,12 +34,20 @@ from ..errors import MonosemanticError
 from ..kernels import topk as fast_topk
 from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .auxk import AuxKDictionary, check_auxk_options
-from .base import DictionaryOutput, _positive, _remove_radial_, _step_input, check_paired_rows, reconstruction_mse
+from .base import (
+    DictionaryOutput,
+    _positive,
+    _remove_radial_,
+    check_paired_rows,
+    checked_output,
+    reconstruction_mse,
+    step_input,
+)
 from .median import geometric_median
 from .options import check_float, check_int
 from .registry import register
 from .relu import L1_COEFF_WEIGHTED
-from .step import LossOutput, StepInput
+from .step import LossOutput, StepInput, loss_terms
 
 ACTIVATIONS = ("relu", "topk")
 
@@ -70,7 +78,8 @@ class Crosscoder(AuxKDictionary):
         n = options["n_sources"] if options["n_sources"] is not None else (None if sites is None else len(sites))
         if n is None:
             raise MonosemanticError("a crosscoder needs n_sources=... or sites=[...] (one name per source)")
-        options["n_sources"] = check_int(cls.arch, "n_sources", n, 1)
+        # One source is an SAE; as a crosscoder its [N, 1, D] rows would pass for single-site ones.
+        options["n_sources"] = check_int(cls.arch, "n_sources", n, 2)
         if sites is not None and len(sites) != n:
             raise MonosemanticError(f"crosscoder has n_sources={n} but {len(sites)} sites; give one site per source")
         if options["activation"] not in ACTIVATIONS:
@@ -173,7 +182,7 @@ class Crosscoder(AuxKDictionary):
         x_NSD = self._inputs(x_NSD)
         target_NSD = x_NSD if target_NSD is None else self._inputs(target_NSD, "target")
         check_paired_rows(x_NSD, target_NSD)
-        step = _step_input(step)
+        step = step_input(step, self.d_sae)
         n = x_NSD.shape[0]
         x_NO, target_NO = x_NSD.reshape(n, -1), target_NSD.reshape(n, -1)
         if self.options["activation"] == "relu":
@@ -184,8 +193,8 @@ class Crosscoder(AuxKDictionary):
             recon_NO, codes_NF, aux = self._topk_parts(x_NSD, x_NO, target_NO, step)
             sparsity = recon_NO.new_zeros(())
         mse = reconstruction_mse(recon_NO, target_NO)
-        return LossOutput(mse + sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux},
-                          recon_NO.view_as(x_NSD), codes_NF)
+        out = LossOutput(mse + sparsity + aux, loss_terms(mse, sparsity, aux), recon_NO.view_as(x_NSD), codes_NF)
+        return checked_output(self, out)
 
     def _relu_parts(self, x_NSD: Tensor, x_NO: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(flat reconstruction [N, S*D], codes, l1 penalty)."""
@@ -205,15 +214,13 @@ class Crosscoder(AuxKDictionary):
         if not self._fast_path_applies(x_NO):
             recon_NSD, codes_NF, pre_NF = self(x_NSD)
             recon_NO = recon_NSD.reshape(x_NO.shape)
-            return recon_NO, codes_NF, self._aux_term(pre_NF, target_NO - recon_NO, step)
+            return recon_NO, codes_NF, self._aux_term(pre_NF, target_NO - recon_NO, step, codes_NF)
         W_enc_IF, W_dec_FO, b_dec_O = self._flat()
-        encoding = fast_topk.encode_dense(x_NO, W_enc_IF, self.b_enc, b_dec_O if self.apply_b_dec_to_input else None)
-        indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
-        active, values_E = fast_topk.select(encoding, indices_NK)
-        recon_NO = fast_topk.decode(active, values_E, W_dec_FO, b_dec_O)
-        values_NK = values_E.view(indices_NK.shape)
-        aux = self._aux_term_sparse(encoding, W_dec_FO, target_NO, recon_NO, step)
-        return recon_NO, fast_topk.recycle_into_codes(encoding, indices_NK, values_NK), aux
+        selected = fast_topk.autoencode(x_NO, W_enc_IF, self.b_enc, b_dec_O if self.apply_b_dec_to_input else None,
+                                        W_dec_FO, b_dec_O, self.options["k"])
+        aux = self._aux_term_sparse(selected, W_dec_FO, target_NO, step)
+        codes_NF = fast_topk.recycle_into_codes(selected.encoding, selected.indices_NK, selected.values_NK)
+        return selected.recon_NO, codes_NF, aux
 
     # ----- training support ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .base import Dictionary, reconstruction_mse
 from .options import check_float
 from .registry import register
-from .step import LossOutput, StepInput
+from .step import LossOutput, StepInput, loss_terms
 
 
 @register("gated")
@@ -75,4 +75,4 @@ class GatedDictionary(Dictionary):
         if self.config.skip:
             gate_recon_ND = gate_recon_ND + self._rows(x_ND, self.d_in, "input") @ self.W_skip.detach().T
         aux = reconstruction_mse(gate_recon_ND, target_ND)
-        return LossOutput(mse + sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux}, recon_ND, codes_NF)
+        return LossOutput(mse + sparsity + aux, loss_terms(mse, sparsity, aux), recon_ND, codes_NF)

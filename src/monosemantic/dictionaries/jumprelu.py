@@ -18,7 +18,7 @@ from .options import check_float
 from .registry import register
 from .ste import jumprelu
 from .ste import step as heaviside
-from .step import LossOutput, StepInput
+from .step import LossOutput, StepInput, loss_terms
 
 
 @register("jumprelu")
@@ -59,5 +59,4 @@ class JumpReLUDictionary(Dictionary):
         mse = reconstruction_mse(recon_ND, target_ND)
         l0 = heaviside(pre_NF, self.threshold, self.options["bandwidth"]).float().sum(-1).mean()
         sparsity = self.options["l0_coeff"] * step.sparsity_scale * l0
-        return LossOutput(mse + sparsity, {"mse": mse, "sparsity": sparsity, "aux": mse.new_zeros(())}, recon_ND,
-                          codes_NF)
+        return LossOutput(mse + sparsity, loss_terms(mse, sparsity), recon_ND, codes_NF)

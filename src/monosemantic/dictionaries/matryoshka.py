@@ -13,7 +13,7 @@ from ..errors import MonosemanticError
 from .base import reconstruction_mse
 from .batchtopk import BatchTopKDictionary
 from .registry import register
-from .step import LossOutput, StepInput
+from .step import LossOutput, StepInput, loss_terms
 
 
 def default_group_sizes(d_sae: int) -> list[int]:
@@ -59,7 +59,6 @@ class MatryoshkaDictionary(BatchTopKDictionary):
     def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         pre_NF, codes_NF = self._train_codes(x_ND, step)
         mses, recon_ND = self.prefix_mses(codes_NF, target_ND, x_ND)
-        aux = self._aux_term(pre_NF, target_ND - recon_ND, step)
+        aux = self._aux_term(pre_NF, target_ND - recon_ND, step, codes_NF)
         loss = sum(mses) / len(mses) + aux
-        terms = {"mse": mses[-1], "sparsity": mses[-1].new_zeros(()), "aux": aux}
-        return LossOutput(loss, terms, recon_ND, codes_NF)
+        return LossOutput(loss, loss_terms(mses[-1], aux=aux), recon_ND, codes_NF)

@@ -33,7 +33,7 @@ from .base import Dictionary, reconstruction_mse
 from .options import check_float, check_int
 from .registry import register
 from .relu import L1_COEFF_PLAIN
-from .step import LossOutput, StepInput
+from .step import LossOutput, StepInput, loss_terms
 
 PENALTIES = ("lp", "lp^p")
 
@@ -94,5 +94,4 @@ class PAnnealDictionary(Dictionary):
                 penalty_scale = reference / penalty.detach() if float(penalty) > 0 else torch.ones_like(reference)
             penalty = penalty * penalty_scale
         sparsity = self.options["l1_coeff"] * step.sparsity_scale * penalty
-        return LossOutput(mse + sparsity, {"mse": mse, "sparsity": sparsity, "aux": mse.new_zeros(())}, recon_ND,
-                          codes_NF)
+        return LossOutput(mse + sparsity, loss_terms(mse, sparsity), recon_ND, codes_NF)

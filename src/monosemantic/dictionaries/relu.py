@@ -15,7 +15,7 @@ from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
 from .base import Dictionary, reconstruction_mse
 from .options import check_bool, check_float
 from .registry import register
-from .step import LossOutput, StepInput
+from .step import LossOutput, StepInput, loss_terms
 
 # Defaults for inputs normalised so that E||x||^2 = d_in; the weighted default is Anthropic's.
 L1_COEFF_WEIGHTED = 5.0
@@ -36,7 +36,7 @@ class ReLUDictionary(Dictionary):
         options["l1_coeff"] = check_float(cls.arch, "l1_coeff", options["l1_coeff"])
         return options
 
-    # Code density below which a training step runs its sparse path (see fast_relu); an
+    # Code density below which a training step runs its sparse path (see kernels.relu); an
     # instance attribute, not an option: it changes speed only, never results.
     max_sparse_density: float = DEFAULT_MAX_DENSITY
 
@@ -61,11 +61,10 @@ class ReLUDictionary(Dictionary):
             l1 = self.l1_penalty(codes_NF)
         mse = reconstruction_mse(recon_ND, target_ND)
         sparsity = self.options["l1_coeff"] * step.sparsity_scale * l1
-        return LossOutput(mse + sparsity, {"mse": mse, "sparsity": sparsity, "aux": mse.new_zeros(())}, recon_ND,
-                          codes_NF)
+        return LossOutput(mse + sparsity, loss_terms(mse, sparsity), recon_ND, codes_NF)
 
     def _fast_forward(self, x_ND: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(recon, codes, l1_penalty) through fast_relu: the same values and gradients, less work."""
+        """(recon, codes, l1_penalty) through kernels.relu: the same values and gradients, less work."""
         if self.options["weight_l1_by_decoder_norm"]:
             weight_F = self.W_dec.norm(dim=1)
         else:

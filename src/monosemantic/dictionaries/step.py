@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import MonosemanticError
 
-__all__ = ["LOCAL", "BatchReduce", "LossOutput", "SparseCodes", "StepInput"]
+__all__ = ["LOCAL", "BatchReduce", "LossOutput", "SparseCodes", "StepInput", "fired_latents", "loss_terms"]
 
 
 class BatchReduce(Protocol):
@@ -79,6 +79,21 @@ class SparseCodes(NamedTuple):
         return torch.bincount(chosen, minlength=n_latents + 1)[:n_latents] > 0
 
 
+def fired_latents(codes: SparseCodes | Tensor, n_latents: int) -> Tensor:
+    """Boolean ``[F]``: latents active on some row of ``codes`` (sparse, or dense ``[N, F]``/``[N, ..., F]``)."""
+    if isinstance(codes, SparseCodes):
+        return codes.fired(n_latents)
+    # Codes of every trained architecture are non-negative, so a column max > 0 means "fired";
+    # one reduction is ~4x cheaper than materialising a [N, F] boolean mask first.
+    return codes.reshape(-1, n_latents).amax(dim=0) > 0
+
+
+def loss_terms(mse: Tensor, sparsity: Tensor | None = None, aux: Tensor | None = None) -> dict[str, Tensor]:
+    """The terms every architecture reports, absent ones as zeros (so every run logs the same names)."""
+    zero = mse.new_zeros(())
+    return {"mse": mse, "sparsity": zero if sparsity is None else sparsity, "aux": zero if aux is None else aux}
+
+
 class LossOutput(NamedTuple):
     """What ``Dictionary.loss`` returns.
 
@@ -99,12 +114,9 @@ class LossOutput(NamedTuple):
 
     def fired(self, n_latents: int) -> Tensor:
         """Boolean ``[F]``: latents active on some row of this step's codes (dense or sparse)."""
-        if self.codes is None:
-            assert self.sparse is not None
-            return self.sparse.fired(n_latents)
-        # Codes of every trained architecture are non-negative, so a column max > 0 means "fired";
-        # one reduction is ~4x cheaper than materialising a [N, F] boolean mask first.
-        return self.codes.reshape(-1, n_latents).amax(dim=0) > 0
+        codes = self.codes if self.codes is not None else self.sparse
+        assert codes is not None
+        return fired_latents(codes, n_latents)
 
     def active_count(self) -> Tensor:
         """Active (row, latent) entries of the codes, summed over the batch."""

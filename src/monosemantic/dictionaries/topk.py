@@ -15,7 +15,7 @@ from ..kernels import topk as fast_topk
 from .auxk import AuxKDictionary
 from .base import reconstruction_mse
 from .registry import register
-from .step import LossOutput, SparseCodes, StepInput
+from .step import LossOutput, SparseCodes, StepInput, loss_terms
 
 
 @register("topk")
@@ -45,32 +45,22 @@ class TopKDictionary(AuxKDictionary):
         if self._fast_path_applies(x_ND):
             return self._fast_loss(x_ND, target_ND, step)
         pre_NF = self.pre_acts(x_ND)
-        values_NK, indices_NK = self._select(pre_NF)
-        recon_ND = self.decode_sparse(values_NK, indices_NK, x_ND)
+        codes = self._select(pre_NF)
+        recon_ND = self.decode_sparse(codes.values, codes.indices, x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term(pre_NF, target_ND - recon_ND, step)
-        codes = SparseCodes(values_NK, indices_NK)
-        if not step.dense_codes:
-            return LossOutput(mse + aux, _terms(mse, aux), recon_ND, None, codes)
-        codes_NF = torch.zeros_like(pre_NF).scatter(-1, indices_NK, values_NK)
-        return LossOutput(mse + aux, _terms(mse, aux), recon_ND, codes_NF, codes)
+        aux = self._aux_term(pre_NF, target_ND - recon_ND, step, codes)
+        codes_NF = torch.zeros_like(pre_NF).scatter(-1, codes.indices, codes.values) if step.dense_codes else None
+        return LossOutput(mse + aux, loss_terms(mse, aux=aux), recon_ND, codes_NF, codes)
 
     def _fast_loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
         """``_loss`` through the top-k kernel: one dense GEMM, every other product over the k selected latents."""
         centre_D = self.b_dec if self.apply_b_dec_to_input else None
-        encoding = fast_topk.encode_dense(x_ND, self.W_enc, self.b_enc, centre_D)
-        indices_NK = fast_topk.top_indices(encoding.pre_NF, self.options["k"])
-        active, values_E = fast_topk.select(encoding, indices_NK)
-        recon_ND = self._add_skip(fast_topk.decode(active, values_E, self.W_dec, self.b_dec), x_ND)
-        values_NK = values_E.view(indices_NK.shape)
+        selected = fast_topk.autoencode(x_ND, self.W_enc, self.b_enc, centre_D, self.W_dec, self.b_dec,
+                                        self.options["k"])
+        recon_ND = self._add_skip(selected.recon_NO, x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term_sparse(encoding, self.W_dec, target_ND, recon_ND, step)
-        codes = SparseCodes(values_NK, indices_NK)
-        if not step.dense_codes:
-            return LossOutput(mse + aux, _terms(mse, aux), recon_ND, None, codes)
-        codes_NF = fast_topk.recycle_into_codes(encoding, indices_NK, values_NK)
-        return LossOutput(mse + aux, _terms(mse, aux), recon_ND, codes_NF, codes)
-
-
-def _terms(mse: Tensor, aux: Tensor) -> dict[str, Tensor]:
-    return {"mse": mse, "sparsity": mse.new_zeros(()), "aux": aux}
+        aux = self._aux_term_sparse(selected._replace(recon_NO=recon_ND), self.W_dec, target_ND, step)
+        codes = SparseCodes(selected.values_NK, selected.indices_NK)
+        codes_NF = fast_topk.recycle_into_codes(selected.encoding, codes.indices, codes.values) \
+            if step.dense_codes else None
+        return LossOutput(mse + aux, loss_terms(mse, aux=aux), recon_ND, codes_NF, codes)

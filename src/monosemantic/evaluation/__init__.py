@@ -18,13 +18,13 @@ from .density import DensityResult, density_summary
 from .metrics import ReconstructionConfig, ReconstructionResult, evaluate_reconstruction
 from .rows import activation_batches, store_rows
 from .splice import (
-                     SpliceConfig,
-                     SpliceResult,
-                     evaluate_splice,
-                     evaluate_splices,
-                     scored_positions,
-                     site_mean,
-                     splice_sites,
+    SpliceConfig,
+    SpliceResult,
+    evaluate_splice,
+    evaluate_splices,
+    scored_positions,
+    site_mean,
+    splice_sites,
 )
 from .windows import corpus_windows, store_windows
 
@@ -36,22 +36,22 @@ __all__ = ["DensityResult", "MMCSResult", "ReconstructionConfig", "Reconstructio
 # Labelled tasks, probing, clustering, absorption and reports (scikit-learn and matplotlib are
 # imported only when used, so this package still imports without the `eval` extra).
 from .absorption import (
-                     AbsorbedWord,
-                     AbsorptionConfig,
-                     AbsorptionResult,
-                     LetterAbsorption,
-                     absorption,
-                     measure_absorption,
+    AbsorbedWord,
+    AbsorptionConfig,
+    AbsorptionResult,
+    LetterAbsorption,
+    absorption,
+    measure_absorption,
 )
 from .clustering import Cluster, ClusteringConfig, ClusteringResult, TokenExample, cluster_codes
 from .labels import (
-                     PYTHON_CATEGORIES,
-                     LabelledRows,
-                     labelled_activations,
-                     labelled_windows,
-                     labels_from_spans,
-                     labels_from_tokens,
-                     python_token_labels,
+    PYTHON_CATEGORIES,
+    LabelledRows,
+    labelled_activations,
+    labelled_windows,
+    labels_from_spans,
+    labels_from_tokens,
+    python_token_labels,
 )
 from .probing import ProbeScore, ProbingConfig, ProbingResult, probe_dictionaries
 from .report import write_report

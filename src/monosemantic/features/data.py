@@ -56,9 +56,13 @@ class Example(NamedTuple):
 
 
 def dictionary_fingerprint(dictionary) -> str:
-    """sha256 over the dictionary's state_dict tensors (names and float32 bytes, in name order)."""
+    """sha256 over the dictionary's state_dict tensors (names and float32 bytes, in name order).
+
+    Tensors an older save held that are no longer state (``retired_state``, e.g. the firing
+    counters top-k dictionaries kept) count too, so folders made from that save still match it.
+    """
     digest = hashlib.sha256()
-    for name, tensor in sorted(dictionary.state_dict().items()):
+    for name, tensor in sorted({**dictionary.state_dict(), **dictionary.retired_state}.items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())

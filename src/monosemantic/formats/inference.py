@@ -15,8 +15,10 @@ threshold for every latent, ``k`` and matryoshka ``group_sizes`` kept for traini
 
 Fields a format stores that ours have no place for (SAELens's ``prepend_bos``, ``context_size``,
 ``neuronpedia_id``, ...) travel in ``Inference.metadata`` (format name -> fields) and are kept on
-the loaded dictionary as its ``format_metadata`` attribute, so writing that format again keeps
-them. They live in memory only: a native save does not store them.
+the loaded dictionary as its ``format_metadata`` attribute, with the fingerprint of the weights
+they came with, so writing that format again keeps them, unless the weights changed (a
+fine-tuned SAE is not the one a ``neuronpedia_id`` names). They live in memory only: a native
+save does not store them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor
 
 from ..dictionaries import Dictionary, DictionaryConfig, dictionary_from_config
 from ..errors import MonosemanticError
+from ..features import dictionary_fingerprint
 from .architectures import ARCHITECTURES, exportable
 
 ACTIVATIONS = ("relu", "topk", "jumprelu", "gated", "threshold")
@@ -105,7 +108,15 @@ def inference_of(dictionary: Dictionary, fmt: str) -> Inference:
     options = {name: dictionary.options[name] for name in row.options if name in dictionary.options}
     return Inference(config.arch, tensors, dictionary.apply_b_dec_to_input, dictionary.options["input_norm"],
                      config.site_in, config.site_out, config.model, options,
-                     dict(getattr(dictionary, FORMAT_METADATA, None) or {}))
+                     _kept_metadata(dictionary))
+
+
+def _kept_metadata(dictionary: Dictionary) -> dict:
+    """The format fields read with ``dictionary``, if its weights are still the ones read."""
+    kept = getattr(dictionary, FORMAT_METADATA, None)
+    if not kept or kept["fingerprint"] != dictionary_fingerprint(dictionary):
+        return {}
+    return {fmt: dict(fields) for fmt, fields in kept["formats"].items()}
 
 
 def as_jumprelu(form: Inference) -> Inference:
@@ -153,5 +164,6 @@ def dictionary_from_inference(form: Inference) -> Dictionary:
         for name, tensor in state.items():
             getattr(dictionary, name).copy_(tensor)
     if form.metadata:
-        setattr(dictionary, FORMAT_METADATA, {fmt: dict(fields) for fmt, fields in form.metadata.items()})
+        setattr(dictionary, FORMAT_METADATA, {"fingerprint": dictionary_fingerprint(dictionary),
+                                              "formats": {fmt: dict(fields) for fmt, fields in form.metadata.items()}})
     return dictionary.eval()

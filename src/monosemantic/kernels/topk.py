@@ -152,3 +152,21 @@ def recycle_into_codes(encoding: DenseEncoding, indices_NK: Tensor, values_NK: T
     ``[N, F]`` tensor each step. The codes stay differentiable in the values.
     """
     return encoding.pre_NF.zero_().scatter_(1, indices_NK, values_NK)
+
+
+class TopKStep(NamedTuple):
+    """A top-k autoencoder's forward through these kernels, with what the AuxK term and codes reuse."""
+
+    encoding: DenseEncoding  # the dense pre-activations (recycled into codes last)
+    indices_NK: Tensor  # the k selected latents of each row
+    values_NK: Tensor  # their activations, carrying gradients to the encoder
+    recon_NO: Tensor  # codes @ W_dec + b_dec, carrying gradients to the decoder and the values
+
+
+def autoencode(x_NI: Tensor, W_enc_IF: Tensor, b_enc_F: Tensor, centre_I: Tensor | None, W_dec_FO: Tensor,
+               b_dec_O: Tensor, k: int) -> TopKStep:
+    """The top-k family's one entry point: encode densely once, keep the top k, decode sparsely."""
+    encoding = encode_dense(x_NI, W_enc_IF, b_enc_F, centre_I)
+    indices_NK = top_indices(encoding.pre_NF, k)
+    active, values_E = select(encoding, indices_NK)
+    return TopKStep(encoding, indices_NK, values_E.view(indices_NK.shape), decode(active, values_E, W_dec_FO, b_dec_O))

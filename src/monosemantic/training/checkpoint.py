@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..dictionaries import Dictionary, save_dictionary
+from ..dictionaries import Dictionary, architecture, save_dictionary
 from ..dictionaries.io import WEIGHTS_NAME
 from ..errors import MonosemanticError
 from .config import TrainConfig
@@ -101,15 +101,21 @@ def save_checkpoint(out_dir: Path, run: dict, dictionaries: dict[str, Dictionary
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_weights_(folder: Path, name: str, dictionary: Dictionary) -> None:
-    """Load the checkpoint's weights of ``name`` into ``dictionary`` in place (optimizers keep their tensors)."""
+def load_weights_(folder: Path, name: str, dictionary: Dictionary) -> dict[str, Tensor]:
+    """Load the checkpoint's weights of ``name`` into ``dictionary`` in place (optimizers keep their tensors).
+
+    Returns the tensors a checkpoint from an older version held that are retired now
+    (``Dictionary.RETIRED_TENSORS``), e.g. the firing counter top-k dictionaries used to keep.
+    """
     path = Path(folder) / name / WEIGHTS_NAME
     try:
         tensors = load_file(path)
     except (OSError, SafetensorError) as err:
         raise MonosemanticError(f"cannot read {path} ({err}); delete {folder} to start over") from None
+    retired = {key: tensors.pop(key) for key in dictionary.RETIRED_TENSORS if key in tensors}
     with torch.no_grad():
         dictionary.load_state_dict(tensors)
+    return retired
 
 
 def load_state(folder: Path, device: torch.device) -> dict:
@@ -147,7 +153,9 @@ def check_same_run(folder: Path, run: dict, config: TrainConfig, dictionary_conf
         raise MonosemanticError(f"{where} trains dictionaries {sorted(saved)}, this run {sorted(dictionary_configs)}; "
                                 f"{hint}")
     for name, now in dictionary_configs.items():
-        then = saved[name]["config"]
+        retired = architecture(now["arch"]).RETIRED_OPTIONS
+        then = dict(saved[name]["config"], options={k: v for k, v in saved[name]["config"].get("options", {}).items()
+                                                    if k not in retired})
         changed = [f"{k}={then.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(then) | set(now))
                    if then.get(k) != now.get(k)]
         if saved[name]["lr"] != lrs[name]:

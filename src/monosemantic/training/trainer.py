@@ -2,8 +2,12 @@
 
 Each dictionary has its own Adam optimizer and learning rate; a step for each is::
 
-    loss(x, target, sparsity_scale) -> backward -> (average grads across ranks)
-    -> project_decoder_grad_ -> optimizer.step -> normalize_decoder_
+    loss(x, target, StepInput(sparsity_scale, dead_F, reduce, progress)) -> backward
+    -> (average grads across ranks) -> project_decoder_grad_ -> optimizer.step
+    -> normalize_decoder_ -> firing count of the step's codes (global across ranks)
+
+The trainer owns the run's state (schedules, which latents are dead, the process group) and
+passes it in; dictionaries keep none of it.
 
 With an ``out_dir`` the trainer logs ``metrics.jsonl``, writes checkpoints, resumes from one
 exactly (same final weights, bit for bit on CPU, as a run never interrupted), and at the end
@@ -288,9 +292,13 @@ class Trainer:
                        self.lrs)
         state = load_state(folder, self.device)
         for slot in slots:
-            load_weights_(folder, slot.name, slot.dictionary)
+            retired = load_weights_(folder, slot.name, slot.dictionary)
             slot.optimizer.load_state_dict(state["optimizers"][slot.name])
-            slot.firing.counts_F.copy_(state["firing"][slot.name])
+            # Checkpoints from before the trainer kept every firing count have the top-k family's
+            # own counter (rows since fired, the same count) among the weights instead.
+            counts_F = state["firing"].get(slot.name, retired.get("tokens_since_fired"))
+            if counts_F is not None:
+                slot.firing.counts_F.copy_(counts_F)
         restore_rng(state["rng"])
         return Saved(run["step"], Scales.from_json(run["scale_in"], run["scale_out"]), state["metrics"])
 
