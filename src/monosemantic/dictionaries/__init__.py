@@ -8,7 +8,7 @@ over several sources: ``make_dictionary("crosscoder", d_in, d_sae, n_sources=2)`
 
 # Importing the architecture modules (relu, topk, batchtopk, matryoshka, jumprelu, gated,
 # crosscoder, p_anneal) registers them.
-from .base import Dictionary, DictionaryOutput, reconstruction_mse, require_single_site
+from .base import Dictionary, DictionaryOutput, reconstruction_mse, require_single_site, sites_spanned
 from .batchtopk import BatchTopKDictionary
 from .config import FORMAT_VERSION, DictionaryConfig
 from .crosscoder import Crosscoder
@@ -29,4 +29,5 @@ __all__ = [
     "MatryoshkaDictionary", "PAnnealDictionary", "ReLUDictionary", "SparseCodes", "TopKDictionary", "architecture",
     "dictionary_from_config", "geometric_median", "load_dictionary_native", "make_dictionary", "read_config",
     "fired_latents", "loss_terms", "reconstruction_mse", "register", "require_single_site", "save_dictionary",
+    "sites_spanned",
 ]

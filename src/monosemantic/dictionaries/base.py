@@ -36,7 +36,7 @@ from .options import check_bool, check_names
 from .step import LossOutput, SparseCodes, StepInput
 
 __all__ = ["Dictionary", "DictionaryConfig", "DictionaryOutput", "LossOutput", "SparseCodes", "StepInput",
-           "reconstruction_mse", "require_single_site"]
+           "reconstruction_mse", "require_single_site", "sites_spanned"]
 
 
 class DictionaryOutput(NamedTuple):
@@ -154,8 +154,8 @@ class Dictionary(nn.Module):
     def resolve_options(cls, config: DictionaryConfig) -> dict:
         """The config's options checked, with every default filled in."""
         known = {**COMMON_OPTIONS, **cls.OPTIONS}
-        given = {name: value for name, value in config.options.items() if name not in cls.RETIRED_OPTIONS}
-        for name in config.options.keys() & cls.RETIRED_OPTIONS.keys():
+        given = cls.live_options(config.options)
+        for name in config.options.keys() - given.keys():
             warnings.warn(f"{cls.arch} option {name} no longer applies and is ignored: {cls.RETIRED_OPTIONS[name]}",
                           stacklevel=4)
         check_names(cls.arch, given, known, cls.REQUIRED)
@@ -169,6 +169,16 @@ class Dictionary(nn.Module):
         options["apply_b_dec_to_input"] = apply
         options["input_norm"] = check_input_norm(cls.arch, options["input_norm"], cls.SUPPORTS_INPUT_NORM)
         return cls._check_options(options, config)
+
+    @classmethod
+    def live_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` without the retired ones (which older saves and checkpoints may hold)."""
+        return {name: value for name, value in options.items() if name not in cls.RETIRED_OPTIONS}
+
+    @classmethod
+    def pop_retired(cls, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Remove the retired tensors an older save holds from ``tensors``; returns them."""
+        return {name: tensors.pop(name) for name in cls.RETIRED_TENSORS if name in tensors}
 
     @classmethod
     def sparsity_option(cls, options: Mapping[str, Any] | None = None) -> str | None:
@@ -206,7 +216,7 @@ class Dictionary(nn.Module):
     @property
     def n_sites(self) -> int:
         """How many sites one input row spans: 1, or more for multi-site dictionaries (crosscoders)."""
-        return 1 if len(self.input_shape) == 1 else self.input_shape[0]
+        return sites_spanned(self.input_shape)
 
     @property
     def sites(self) -> list[str | None]:
@@ -385,6 +395,11 @@ class Dictionary(nn.Module):
     def extra_repr(self) -> str:
         extras = ", skip" if self.config.skip else ""
         return f"arch={self.arch!r}, d_in={self.d_in}, d_sae={self.d_sae}, d_out={self.d_out}{extras}"
+
+
+def sites_spanned(input_shape: tuple[int, ...]) -> int:
+    """How many sites rows of ``input_shape`` span: ``(D,)`` one, ``(S, D)`` S."""
+    return 1 if len(input_shape) == 1 else input_shape[0]
 
 
 def require_single_site(dictionary: Dictionary, stage: str, hint: str = "use a single-site dictionary there") -> None:

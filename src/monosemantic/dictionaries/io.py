@@ -118,7 +118,7 @@ def load_dictionary_native(folder: str | os.PathLike, device="cpu") -> Dictionar
     except (OSError, SafetensorError) as err:
         raise MonosemanticError(f"cannot read {path} ({err}); the save is missing or damaged") from None
     dictionary = dictionary_from_config(config)
-    dictionary.retired_state = {name: tensors.pop(name) for name in dictionary.RETIRED_TENSORS if name in tensors}
+    dictionary.retired_state = dictionary.pop_retired(tensors)
     _check_tensors(path, tensors, dictionary.state_dict())
     dictionary.load_state_dict(tensors)
     return dictionary.to(device).eval()

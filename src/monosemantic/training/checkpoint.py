@@ -112,7 +112,7 @@ def load_weights_(folder: Path, name: str, dictionary: Dictionary) -> dict[str, 
         tensors = load_file(path)
     except (OSError, SafetensorError) as err:
         raise MonosemanticError(f"cannot read {path} ({err}); delete {folder} to start over") from None
-    retired = {key: tensors.pop(key) for key in dictionary.RETIRED_TENSORS if key in tensors}
+    retired = dictionary.pop_retired(tensors)
     with torch.no_grad():
         dictionary.load_state_dict(tensors)
     return retired
@@ -153,9 +153,8 @@ def check_same_run(folder: Path, run: dict, config: TrainConfig, dictionary_conf
         raise MonosemanticError(f"{where} trains dictionaries {sorted(saved)}, this run {sorted(dictionary_configs)}; "
                                 f"{hint}")
     for name, now in dictionary_configs.items():
-        retired = architecture(now["arch"]).RETIRED_OPTIONS
-        then = dict(saved[name]["config"], options={k: v for k, v in saved[name]["config"].get("options", {}).items()
-                                                    if k not in retired})
+        saved_config = saved[name]["config"]
+        then = dict(saved_config, options=architecture(now["arch"]).live_options(saved_config.get("options", {})))
         changed = [f"{k}={then.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(then) | set(now))
                    if then.get(k) != now.get(k)]
         if saved[name]["lr"] != lrs[name]:

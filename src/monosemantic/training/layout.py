@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..dictionaries import Dictionary
+from ..dictionaries import Dictionary, sites_spanned
 from ..errors import MonosemanticError
 
 
@@ -35,7 +35,7 @@ class Layout(NamedTuple):
     @property
     def n_sites(self) -> int:
         """How many sites a row spans (``Dictionary.n_sites`` of the dictionaries it fits)."""
-        return 1 if len(self.input_shape) == 1 else self.input_shape[0]
+        return sites_spanned(self.input_shape)
 
 
 def check_fits(name: str, dictionary: Dictionary, layout: Layout) -> None:
