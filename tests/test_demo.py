@@ -22,7 +22,8 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
 
     lm = load_model(str(tiny_model_dir("llama")))
     settings = DemoSettings(site="blocks.1.resid_post", tokens=3000, train_tokens=3 * 512, ks=(4,), expansions=(2,),
-                            batch_size=512, headline_k=4, headline_expansion=2, eval_windows=6, feature_windows=6,
+                            batch_size=512, headline_k=4, headline_expansion=2, eval_windows=6, splice_windows=3,
+                            feature_windows=6,
                             probe_windows=16, autointerp_latents="random6", context_length=64, min_tokens=200,
                             ica_max_iter=50)
     lines: list[str] = []
@@ -40,6 +41,11 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
         if group in by_name:
             assert by_name[group]["fvu"].mean == pytest.approx(sum(fvu[m] for m in members) / len(members))
 
+    # The spliced loss runs on the first splice_windows of the evaluation's windows.
+    from monosemantic.evaluation.splice import SpliceResult
+    splice = result.suite.result("topk_k4_x2", SpliceResult)
+    assert splice is not None and splice.n_windows == 3
+
     # Task AUROC intervals are over the three seeds, and the verdict is the suite's.
     sae = by_name["topk_k4_x2"]["auroc_k1"]
     assert sae.n == 3 and sae == result.suite.task_interval("topk_k4_x2", 1)
@@ -55,8 +61,11 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
     assert result.judge.controls == (CONTROL, RANDOM_MODEL)
     assert ("no verdict" in result.judge.message) != result.judge.separates
 
+    # The three seeds trained in one pass (one sweep folder); seed 0 stands for the recipe.
+    trained = sorted(p.name for p in (tmp_path / "demo" / "sweep").glob("topk_*"))
+    assert trained == [f"topk_k4_x2_s{i}" for i in range(3)] and not (tmp_path / "demo" / "seeds").exists()
     # The dashboard is the trained SAE's, and the control is the same size with other weights.
-    sae = load_dictionary(tmp_path / "demo" / "sweep" / "topk_k4_x2")
+    sae = load_dictionary(tmp_path / "demo" / "sweep" / "topk_k4_x2_s0")
     dashboard = json.loads((result.dashboard.parent / "dashboard.json").read_text())
     assert dashboard["fingerprint"] == dictionary_fingerprint(sae)
     control = FeatureData.load(tmp_path / "demo" / "features" / CONTROL)

@@ -461,11 +461,27 @@ def test_config_round_trips_and_rejects_bad_values():
     assert cfg.total_steps == 100 and cfg.warmup_steps == 5 and cfg.sparsity_warmup == 5
     assert TrainConfig(total_tokens=10**10).warmup_steps == 1000
     for bad, match in [(dict(lr=0), "lr=0"), (dict(b_dec_init="median"), "b_dec_init"),
-                       (dict(total_tokens=10), "less than one batch"), (dict(betas=(0.9,)), "betas")]:
+                       (dict(total_tokens=10), "less than one batch"), (dict(betas=(0.9,)), "betas"),
+                       (dict(grad_clip=0), "grad_clip"), (dict(grad_clip=float("nan")), "grad_clip")]:
         with pytest.raises(MonosemanticError, match=match):
             TrainConfig(**{"total_tokens": 10_000, **bad})
     with pytest.raises(MonosemanticError, match="unknown field"):
         TrainConfig.from_dict({"total_tokens": 100, "learning_rate": 1})
+
+
+def test_gradient_clipping_acts_only_above_its_norm():
+    x, _ = sparse_data(2048, 16, 24)
+
+    def trained(**clip) -> dict:
+        torch.manual_seed(0)
+        d = make_dictionary("relu", 16, 64, weight_l1_by_decoder_norm=True)
+        config = TrainConfig(total_tokens=8 * 256, batch_size=256, lr=1e-2, log_every=100, checkpoint_every=None,
+                             **clip)
+        return Trainer({"d": d}, config).fit(TensorSource(x), progress=False).dictionaries["d"].state_dict()
+
+    plain, loose, tight = trained(), trained(grad_clip=1e9), trained(grad_clip=1e-3)
+    assert all(torch.equal(plain[k], loose[k]) for k in plain)  # a bound never reached changes nothing
+    assert not torch.allclose(plain["W_dec"], tight["W_dec"])  # a bound always reached reweights the steps
 
 
 def test_schedules():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -82,8 +83,9 @@ def harvest(
     model: ModelOpt = "smollm2-135m",
     site: Annotated[list[str], typer.Option("--site", "-s",
                                             help="Site to store; repeat for several.")] = [DEFAULT_SITE],  # noqa: B006
-    corpus: Annotated[str, typer.Option(help="stdlib, a .txt/.jsonl/.parquet file or folder, "
-                                             "or a HF dataset id.")] = "stdlib",
+    corpus: Annotated[str, typer.Option(help="stdlib, kjv (English prose), a .txt/.jsonl/.parquet file or folder, "
+                                             "a HF dataset id, or several joined by + (e.g. stdlib+kjv).")
+                      ] = "stdlib",
     text_column: Annotated[str, typer.Option(help="Text column of jsonl/parquet/HF datasets.")] = "text",
     split: Annotated[str, typer.Option(help="Split of a HF dataset.")] = "train",
     tokens: Annotated[int, typer.Option(help="Rows (tokens) to store.")] = 1_000_000,
@@ -268,8 +270,8 @@ def _load_dictionary(path: Path):
 
 
 CorpusOpt = Annotated[str | None, typer.Option(
-    help="Text to score: stdlib, a .txt/.jsonl/.parquet file or folder, or a dataset id (default: the corpus the "
-         "dictionary trained on, held-out windows only).")]
+    help="Text to score: stdlib, kjv, a .txt/.jsonl/.parquet file or folder, a dataset id, or several joined by + "
+         "(default: the corpus the dictionary trained on, held-out windows only).")]
 AllowTrainedOpt = Annotated[bool, typer.Option(help="Allow scoring windows the dictionary trained on.")]
 
 
@@ -635,6 +637,8 @@ def demo(
 
 
 def main() -> None:
+    # A user-facing warning is one line on the command line, not a path, a line number and source.
+    warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
     app()
 
 

@@ -1,11 +1,14 @@
 """The whole pipeline on the embedded defaults, offline: what ``monosemantic demo`` runs.
 
 SmolLM2-135M's ``blocks.6.resid_post`` on the Python standard library's sources: harvest once,
-train a small top-k sweep from that one store, evaluate the headline dictionary against the
-neuron basis, PCA and ICA, analyse every dictionary's features on held-out windows, explain and
-score a sample of latents of each (the founding paper's comparison), and build the dashboard.
-Each stage writes under ``out`` and a rerun picks up what is already there (the harvest and the
-sweep resume; the later stages are recomputed).
+train the headline recipe from three init seeds in one pass over that store, train it on a
+randomly initialised copy of the model (the random-model control), evaluate the seeds against
+the neuron basis, PCA, ICA and both controls with intervals, analyse every dictionary's features
+on held-out windows, explain and score a sample of latents of each (the founding paper's
+comparison, with a check of the judge against the controls), and build the dashboard. Each stage
+writes under ``out`` and a rerun picks up what is already there (the harvests and the trainings
+resume; the later stages are recomputed). ``benchmarks/large.py`` runs the same pipeline at the
+largest scale these machines allow.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .evaluation.results import jsonable
 
@@ -29,16 +32,20 @@ class DemoSettings:
     """Sizes of each stage; the defaults finish in well under 30 minutes on 2 CPU cores."""
 
     site: str = "blocks.6.resid_post"  # where the dictionaries read the model
-    tokens: int = 300_000  # activation rows harvested
+    corpus: str = "stdlib"  # any corpus spec (data.text_source), e.g. "stdlib+kjv" for code and prose
+    tokens: int = 300_000  # activation rows harvested (the whole corpus when it has fewer)
+    random_tokens: int | None = None  # rows harvested from the random model; None: as many as ``tokens``
+    arch: str = "topk"  # an architecture whose sparsity option is k (topk, batchtopk, matryoshka)
     train_tokens: int = 1_000_000  # rows each dictionary trains on (several epochs of the store)
     batch_size: int = 4096
-    ks: tuple[int, ...] = (16, 32)  # top-k sparsities swept
-    expansions: tuple[int, ...] = (4, 8)  # dictionary sizes swept, as multiples of the width
+    ks: tuple[int, ...] = (32,)  # top-k sparsities swept (every point from every seed)
+    expansions: tuple[int, ...] = (8,)  # dictionary sizes swept, as multiples of the width
     headline_k: int = 32  # the dictionary evaluated against the baselines
     headline_expansion: int = 8
-    extra_seeds: tuple[int, ...] = (1, 2)  # the headline dictionary again from these init seeds (intervals)
+    extra_seeds: tuple[int, ...] = (1, 2)  # more init seeds of every point, trained in the same pass (intervals)
     random_control: bool = True  # train the headline recipe on a randomly initialised copy of the model
-    eval_windows: int = 64  # held-out windows for reconstruction, spliced loss and clustering
+    eval_windows: int = 64  # held-out windows for reconstruction and clustering
+    splice_windows: int = 32  # the first of those the spliced loss runs on (full forwards: the dearest step)
     probe_windows: int = 256  # held-out windows for the contextual probing tasks
     feature_windows: int = 128  # held-out windows for feature analysis and autointerp
     autointerp_latents: str = "random50"  # latents explained and scored per dictionary
@@ -71,18 +78,15 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=Non
 
         with clock("load the embedded SmolLM2-135M"):
             lm = load_model("smollm2-135m", threads=threads)
-    sweep, seeds, random = _train(lm, out, settings, clock)
-    name = f"topk_k{settings.headline_k}_x{settings.headline_expansion}"
-    if name not in sweep.dictionaries:
-        from .errors import MonosemanticError
-
-        raise MonosemanticError(f"the headline dictionary {name} is not in the sweep "
-                                f"({', '.join(sweep.dictionaries)}); make headline_k and headline_expansion one of "
-                                "the swept values")
-    suite, fitted = _evaluate(lm, name, sweep.dictionaries[name], seeds, random, sweep.dictionaries, out, settings,
-                              clock)
+    sweep, random = _train(lm, out, settings, clock)
+    name = headline_name(settings)
+    members = seed_members(name, sweep.dictionaries, (settings.seed, *settings.extra_seeds))
+    # The first seed stands for the recipe under its plain name; the others are its seeds.
+    sae = members.pop(f"{name}_s{settings.seed}")
+    others = {k: d for k, d in sweep.dictionaries.items() if k != f"{name}_s{settings.seed}" and k not in members}
+    suite, fitted = _evaluate(lm, name, sae, members, random, others, out, settings, clock)
     report = write_report(suite, out / "eval")
-    contenders = {name: sweep.dictionaries[name], **fitted}
+    contenders = {name: sae, **fitted}
     comparison, judge, feature_folder = _features(lm, name, contenders, random, out, settings, clock)
     with clock("build the dashboard"):
         from .viz import build_dashboard
@@ -92,6 +96,25 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=Non
     rows = headline_rows(suite, comparison)
     summary = _write_summary(out, lm.name, settings, rows, suite, judge, sweep, clock.times, report, dashboard)
     return DemoResult(summary, report, dashboard, rows, suite, judge)
+
+
+def seed_members(name: str, dictionaries: dict, seeds: tuple[int, ...]) -> dict:
+    """The headline's dictionary from each seed, by its sweep name (``{name}_s{seed}``)."""
+    missing = [f"{name}_s{seed}" for seed in seeds if f"{name}_s{seed}" not in dictionaries]
+    if missing:
+        from .errors import MonosemanticError
+
+        raise MonosemanticError(f"the headline dictionary {missing[0]} is not in the sweep "
+                                f"({', '.join(dictionaries)}); make headline_k and headline_expansion one of the "
+                                "swept values")
+    return {f"{name}_s{seed}": dictionaries[f"{name}_s{seed}"] for seed in seeds}
+
+
+def headline_name(settings: DemoSettings) -> str:
+    """The sweep's name of the headline dictionary, e.g. ``topk_k32_x8``."""
+    from .training.sweep import DictionarySpec, dictionary_name
+
+    return dictionary_name(DictionarySpec(settings.arch, settings.headline_expansion, {"k": settings.headline_k}))
 
 
 class _Clock:
@@ -110,35 +133,36 @@ class _Clock:
 
 
 def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
-    """(the sweep, the headline's other seeds, the random-model control as (dictionary, lm) or None)."""
+    """(the sweep, with every point of the grid from every init seed, and the random-model control as
+    (dictionary, lm) or None)."""
     from .activations import harvest
     from .training import TrainConfig, sweep_from_store
 
-    with clock(f"harvest {settings.tokens:,} tokens of {settings.site} from the Python standard library"):
-        store = harvest(lm, [settings.site], out / "store", corpus="stdlib", n_tokens=settings.tokens,
+    corpus = "the Python standard library" if settings.corpus == "stdlib" else f"corpus {settings.corpus}"
+    with clock(f"harvest {settings.tokens:,} tokens of {settings.site} from {corpus}"):
+        store = harvest(lm, [settings.site], out / "store", corpus=settings.corpus, n_tokens=settings.tokens,
                         context_length=settings.context_length)
-    grid = f"k in {list(settings.ks)} x expansion in {list(settings.expansions)}"
     config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed)
-    one: dict[str, Any] = {"expansions": [settings.headline_expansion], "sparsities": [settings.headline_k]}
-    with clock(f"train a top-k sweep ({grid}) on {settings.train_tokens:,} tokens"):
-        sweep = sweep_from_store(store, out / "sweep", arch="topk", config=config, expansions=list(settings.expansions),
-                                 sparsities=list(settings.ks))
-    seeds = {}
-    if settings.extra_seeds:
-        with clock(f"train the headline recipe from init seeds {list(settings.extra_seeds)} (same batches)"):
-            seeds = sweep_from_store(store, out / "seeds", arch="topk", config=config, seeds=settings.extra_seeds,
-                                     **one).dictionaries
+    seeds = (settings.seed, *settings.extra_seeds)
+    grid = f"k in {list(settings.ks)} x expansion in {list(settings.expansions)}"
+    # Every seed trains in the same pass, on the same batches: seeds differ only in their initialisation.
+    with clock(f"train {settings.arch} ({grid}) from init seeds {list(seeds)} in one pass on "
+               f"{settings.train_tokens:,} tokens"):
+        sweep = sweep_from_store(store, out / "sweep", arch=settings.arch, config=config,
+                                 expansions=list(settings.expansions), sparsities=list(settings.ks), seeds=seeds)
     random = None
     if settings.random_control:
         from .models import randomly_initialised
 
         random_lm = randomly_initialised(lm, settings.seed)
         with clock("harvest and train the same recipe on a randomly initialised copy of the model"):
-            random_store = harvest(random_lm, [settings.site], out / "random-model" / "store", corpus="stdlib",
-                                   n_tokens=settings.tokens, context_length=settings.context_length)
-            trained = sweep_from_store(random_store, out / "random-model" / "sweep", arch="topk", config=config, **one)
+            random_store = harvest(random_lm, [settings.site], out / "random-model" / "store", corpus=settings.corpus,
+                                   n_tokens=settings.random_tokens or settings.tokens,
+                                   context_length=settings.context_length)
+            trained = sweep_from_store(random_store, out / "random-model" / "sweep", arch=settings.arch, config=config,
+                                       expansions=[settings.headline_expansion], sparsities=[settings.headline_k])
         random = (next(iter(trained.dictionaries.values())), random_lm)
-    return sweep, seeds, random
+    return sweep, random
 
 
 def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict, out: Path,
@@ -146,7 +170,7 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict,
     """(the SuiteResult, the fitted baselines by name)."""
     from .evaluation import fit_baselines, resolve_corpus, run_suite, training_record
 
-    trained_on = training_record(out / "sweep" / name)
+    trained_on = training_record(out / "sweep" / f"{name}_s{settings.seed}")
     with clock("fit the baselines (neurons, PCA, ICA)"):
         fitted = fit_baselines(lm, settings.site, ["identity", "pca", "ica"], min(lm.width(settings.site),
                                                                                sae.config.d_sae),
@@ -156,6 +180,7 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict,
     with clock(f"evaluate against neurons, PCA, ICA and the controls ({stages})"):
         suite = run_suite(lm, sae, name=name, seeds=seeds, random_control={RANDOM_MODEL: random} if random else None,
                           trained_on=trained_on, n_windows=settings.eval_windows, probe_windows=settings.probe_windows,
+                          splice_windows=settings.splice_windows,
                           min_tokens=settings.min_tokens, seed=settings.seed, fitted=fitted, sweep=sweep_dictionaries)
     return suite, fitted
 
@@ -165,7 +190,7 @@ def _features(lm, name: str, contenders: dict, random, out: Path, settings: Demo
     from .autointerp import analyze_and_score, compare_autointerp, judge_check
     from .evaluation import resolve_corpus, training_record, untrained_copy
 
-    corpus = resolve_corpus(trained_on=training_record(out / "sweep" / name))
+    corpus = resolve_corpus(trained_on=training_record(out / "sweep" / f"{name}_s{settings.seed}"))
     windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)
     # Controls: the same architecture and size untrained, and trained on a random model. The judge
     # is believed only where it scores the trained SAE above both (judge_check).
@@ -202,7 +227,8 @@ def headline_rows(suite, comparison) -> list[dict]:
             "l0": suite.result_interval(group, ReconstructionResult, "l0") if recon else None,
             "fvu": suite.result_interval(group, ReconstructionResult, "fvu") if recon else None,
             "loss_recovered": splice.loss_recovered if splice else None,
-            "auroc_k1": suite.task_interval(group, 1), "auroc_k5": suite.task_interval(group, 5),
+            "auroc_k1": suite.task_interval(group, 1), "auroc_k2": suite.task_interval(group, 2),
+            "auroc_k5": suite.task_interval(group, 5),
             "detection": score.detection if score else None, "fuzzing": score.fuzzing if score else None,
         })
     return rows

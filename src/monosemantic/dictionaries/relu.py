@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..kernels.relu import DEFAULT_MAX_DENSITY, relu_autoencode
-from .base import Dictionary, reconstruction_mse
+from .base import PENALTY_DECODER_INIT_NORM, Dictionary, reconstruction_mse
 from .options import check_bool, check_float
 from .registry import register
 from .step import LossOutput, StepInput, loss_terms
@@ -27,6 +27,7 @@ class ReLUDictionary(Dictionary):
     SUMMARY = "ReLU codes with an L1 penalty (Cunningham et al. 2023); decoder-norm weighted L1 optional"
     SPARSITY_OPTION = "l1_coeff"
     OPTIONS = {"l1_coeff": None, "weight_l1_by_decoder_norm": False}
+    DECODER_INIT_NORM = PENALTY_DECODER_INIT_NORM
 
     @classmethod
     def _check_options(cls, options, config):

@@ -93,6 +93,7 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
               trained_on: dict | None = None, allow_trained: bool = False, labels: str | Path | None = None,
               task_names: Sequence[str] | None = None, tasks: Sequence[str] = TASKS, text_column: str = "text",
               baselines: Sequence[str] = BASELINES, n_windows: int = 64, probe_windows: int = 256,
+              splice_windows: int | None = None,
               context_length: int | None = None, min_tokens: int = 2000, seed: int = 0,
               baseline_options: dict[str, dict] | None = None, fitted: Mapping[str, Dictionary] | None = None,
               sweep: Mapping[str, Dictionary] | None = None) -> SuiteResult:
@@ -104,6 +105,8 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
     labels in place of the built-in tasks (the other stages still read ``corpus``).
     ``fitted``: baselines already fitted (:func:`fit_baselines`), used instead of ``baselines``.
     ``sweep``: other dictionaries of the same site (a sweep), measured for the frontier only.
+    ``splice_windows``: how many of the ``n_windows`` the spliced loss runs on (None: all); its full
+    forwards are the suite's dearest step.
     """
     site = _checked_site(lm, dictionary, tasks, trained_on)
     if name in (seeds or {}):
@@ -133,7 +136,7 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
     # measured for the first member of the dictionary's and the untrained group only. A complete
     # basis reconstructs exactly, and a random model's own loss says nothing about the real one.
     spliced = {groups[name][0], groups[UNTRAINED][0]}
-    per_dictionary = run.per_dictionary(own, randoms, n_windows, spliced=spliced)
+    per_dictionary = run.per_dictionary(own, randoms, n_windows, spliced=spliced, splice_windows=splice_windows)
     if "splice" in tasks:
         run.notes.append(f"spliced loss measured for {', '.join(sorted(spliced))} only (one member per group; not "
                          "for the baselines, which reconstruct exactly, nor for the random-model control)")
@@ -176,7 +179,7 @@ class _Run:
         self._acts: dict[tuple, Tensor] = {}
 
     def per_dictionary(self, own: dict, randoms: dict, n_windows: int, stages=None,
-                       spliced: set | None = None) -> dict[str, tuple]:
+                       spliced: set | None = None, splice_windows: int | None = None) -> dict[str, tuple]:
         """Reconstruction, spliced loss (of the ``spliced`` names; default all) and clustering per contender."""
         stages = self.tasks if stages is None else stages
         everyone = {**{k: (d, self.lm) for k, d in own.items()}, **randoms}
@@ -190,7 +193,8 @@ class _Run:
             for lm in {id(lm): lm for _, lm in everyone.values()}.values():
                 chosen = {k: d for k, (d, m) in everyone.items() if m is lm and (spliced is None or k in spliced)}
                 if chosen:
-                    for label, result in evaluate_splices(lm, chosen, self.windows(n_windows)).items():
+                    windows_WS = self.windows(n_windows)[:splice_windows]
+                    for label, result in evaluate_splices(lm, chosen, windows_WS).items():
                         out[label] += (result,)
         if "clustering" in stages:
             self._clustering(own, n_windows, out)

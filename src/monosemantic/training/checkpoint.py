@@ -144,7 +144,8 @@ def check_same_run(folder: Path, run: dict, config: TrainConfig, dictionary_conf
     """MonosemanticError naming the first setting in which this run differs from the checkpoint's."""
     where = f"the checkpoint in {folder}"
     hint = "use the same settings to resume, or another out_dir to start over"
-    differences = TrainConfig.from_dict(run["train_config"], where=where).differences(config)
+    # A checkpoint from before gradient clipping existed trained without it.
+    differences = TrainConfig.from_dict({"grad_clip": None, **run["train_config"]}, where=where).differences(config)
     if differences:
         raise MonosemanticError(f"{where} was made with other settings ({'; '.join(differences)}, "
                                 f"checkpoint vs now); {hint}")
@@ -155,6 +156,10 @@ def check_same_run(folder: Path, run: dict, config: TrainConfig, dictionary_conf
     for name, now in dictionary_configs.items():
         saved_config = saved[name]["config"]
         then = dict(saved_config, options=architecture(now["arch"]).live_options(saved_config.get("options", {})))
+        # The initial decoder norm cannot matter to a run that resumes from weights (and checkpoints
+        # from before the option existed do not name it).
+        then["options"].pop("decoder_init_norm", None)
+        now = dict(now, options={k: v for k, v in now.get("options", {}).items() if k != "decoder_init_norm"})
         changed = [f"{k}={then.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(then) | set(now))
                    if then.get(k) != now.get(k)]
         if saved[name]["lr"] != lrs[name]:

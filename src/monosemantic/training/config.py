@@ -29,6 +29,10 @@ class TrainConfig:
     lr_decay_start: float = 0.8  # fraction of the run after which lr decays linearly to 0
     sparsity_warmup_steps: int | None = None  # sparsity coefficient ramps 0 -> 1; None: 5% of steps
     betas: tuple[float, float] = (0.9, 0.999)  # Adam betas
+    # Each dictionary's gradient is clipped to this global norm (None: off). In the normalised space
+    # (E||x||^2 = d) gradients stay above 1, so this mostly evens out Adam's steps over the run, as
+    # dictionary_learning's trainers do; see benchmarks/README.md (recipes.py) for what it gains.
+    grad_clip: float | None = 1.0
     b_dec_init: str = "geometric_median"  # decoder bias from the first rows: geometric_median, mean or zeros
     normalize_activations: bool = True  # train on x * sqrt(d)/mean||x||, folded back into saved weights
     resample_every: int | None = None  # steps between dead-latent resamplings (Bricken et al. 2023); None: off
@@ -56,6 +60,8 @@ class TrainConfig:
         for beta in betas:
             _number("betas", beta, high=1.0, high_open=True)
         object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        if self.grad_clip is not None:
+            _number("grad_clip", self.grad_clip, low_open=True)
         if self.b_dec_init not in B_DEC_INITS:
             raise MonosemanticError(f"train b_dec_init={self.b_dec_init!r} is unknown; expected one of "
                                     f"{', '.join(B_DEC_INITS)}")

@@ -166,6 +166,8 @@ class Trainer:
         out.loss.backward()
         self.replicas.average_grads_(dictionary)
         dictionary.project_decoder_grad_()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(dictionary.parameters(), self.config.grad_clip)
         optimizer.step()
         dictionary.normalize_decoder_()
         self.replicas.average_buffers_(dictionary)
