@@ -180,4 +180,5 @@ def test_a_topk_dictionary_trained_briefly_recovers_the_features():
     after = score_dictionary(trained.dictionaries["topk"], model, n_rows=4096, seed=9)
     assert after.mcc > 0.8 and after.mcc > before.mcc + 0.35
     assert after.mean_f1 > 0.45 and after.mean_f1 > before.mean_f1 + 0.2 and after.fvu < 0.3
-    assert math.isfinite(after.shrinkage) and after.l0 == pytest.approx(3.0, abs=0.01)
+    # At most k: a row with fewer than k positive pre-activations keeps fewer latents.
+    assert math.isfinite(after.shrinkage) and 2.5 <= after.l0 <= 3.0
