@@ -352,6 +352,9 @@ def test_the_suite_refuses_a_dictionary_of_another_model_or_mixed_seeds(tiny_mod
     bigger = make_dictionary("topk", 64, 256, k=4, site_in="blocks.1.resid_post", model=lm.name)
     with pytest.raises(MonosemanticError, match="differ in architecture or size"):
         run_suite(lm, ours, seeds={"s1": bigger}, tasks=("reconstruction",))
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(MonosemanticError, match="splice_windows"):
+            run_suite(lm, ours, tasks=("reconstruction",), splice_windows=bad)  # type: ignore[arg-type]
 
 
 def test_document_labels_are_probed_per_window_segment(tmp_path, smol_tokenizer):

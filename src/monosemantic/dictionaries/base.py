@@ -86,14 +86,14 @@ def check_paired_rows(x: Tensor, target: Tensor) -> None:
 # input_norm normalises each input row before encoding and undoes it on the reconstruction, as
 # openai's top-k autoencoders and SAELens's normalize_activations do (see input_norm.py); it is
 # for imported dictionaries: training one is refused.
-# decoder_init_norm is the norm of every decoder row at initialisation (the tied encoder is scaled
-# with it); None takes the class's DECODER_INIT_NORM.
 # Dictionaries trained with a sparsity penalty start from decoder rows of norm 0.1 (Anthropic's
 # April 2024 update; SAELens' default): the first reconstructions are then small instead of the sum
 # of half the latents at full size, which a short run never recovers from (benchmarks/recipes.py:
 # on SmolLM2 layer 6, 1M rows, a weighted-L1 ReLU at coefficient 2.4 reaches held-out FVU 0.216
 # instead of 0.454 at the same L0). Top-k dictionaries keep unit rows, as Gao et al.'s do.
 PENALTY_DECODER_INIT_NORM = 0.1
+# decoder_init_norm is the norm of every decoder row at initialisation (the tied encoder is scaled
+# with it); None takes the class's DECODER_INIT_NORM.
 COMMON_OPTIONS: dict[str, Any] = {"apply_b_dec_to_input": None, "input_norm": "none", "decoder_init_norm": None}
 
 

@@ -109,6 +109,10 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
     forwards are the suite's dearest step.
     """
     site = _checked_site(lm, dictionary, tasks, trained_on)
+    if splice_windows is not None and (isinstance(splice_windows, bool) or not isinstance(splice_windows, int)
+                                       or splice_windows < 1):
+        raise MonosemanticError(f"splice_windows={splice_windows!r} is invalid; expected a positive int, or None "
+                                "for all the evaluation windows")
     if name in (seeds or {}):
         raise MonosemanticError(f"a seed is named {name!r} like the evaluated dictionary; name each seed apart")
     members = {name: dictionary, **dict(seeds or {})}
