@@ -27,7 +27,7 @@ from pathlib import Path
 
 from monosemantic.activations.plan import plan_shards
 from monosemantic.data import text_source, token_windows
-from monosemantic.demo import DemoSettings, headline_name, run_demo
+from monosemantic.demo import DemoSettings, headline_name, run_demo, table_cell
 from monosemantic.evaluation import Interval
 from monosemantic.models import load_model
 
@@ -107,6 +107,11 @@ def collect(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(value) -> str:
+    """A summary.json value (an Interval saved as a dict) as the demo prints it."""
+    return table_cell(Interval(**value) if isinstance(value, dict) else value)
+
+
 def movement(out: Path) -> str:
     """How far each seed's decoder moved from its own initialisation (its untrained copy): the
     Hungarian-matched mean decoder cosine, over 2,048 latents. Near 1: training barely moved it."""
@@ -123,16 +128,6 @@ def movement(out: Path) -> str:
         overlap = cross_seed_overlap(trained, untrained_copy(trained, seed), max_latents=2048)
         lines.append(f"| {folder.parent.parent.name}/{folder.name} | {overlap.mean_cosine:.3f} | {overlap.share:.3f} |")
     return "\n".join(lines) + "\n"
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        interval = Interval(**value)
-        spread = interval.n > 1 and f"{interval.low:.3f}" != f"{interval.high:.3f}"
-        return f"{interval.mean:.3f}" + (f" [{interval.low:.3f}, {interval.high:.3f}]" if spread else "")
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

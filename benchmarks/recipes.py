@@ -48,15 +48,14 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
 }
 
 
-def load_rows(cache: Path, rows: int, store: Path | None) -> torch.Tensor:
-    from monosemantic.activations import ActivationStore, harvest
-
+def load_rows(cache: Path, rows: int, store: Path | None, threads: int | None) -> torch.Tensor:
+    """``rows`` normalised rows: from ``store`` when given, else train.py's cached harvest (made on first use)."""
     if store is None:
-        store = cache / f"smollm2-135m-{SITE}-stdlib-{rows}"
-        if not (store / "manifest.json").exists():
-            from monosemantic.models import load_model
+        from train import load_rows as cached_rows  # the same cache benchmarks/train.py fills
 
-            harvest(load_model("smollm2-135m"), [SITE], store, corpus="stdlib", n_tokens=rows, progress=False)
+        return cached_rows(argparse.Namespace(synthetic=False, cache=cache, rows=rows, threads=threads or 2))[0]
+    from monosemantic.activations import ActivationStore
+
     x = ActivationStore(store).rows(SITE)[:rows].float()
     return x * (D_IN ** 0.5 / x.norm(dim=1).mean())
 
@@ -105,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    x = load_rows(args.cache, args.rows, args.store)
+    x = load_rows(args.cache, args.rows, args.store, args.threads)
     split = int(0.9 * len(x))
     results = {}
     for name in args.variants.split(","):

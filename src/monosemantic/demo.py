@@ -69,6 +69,7 @@ class DemoResult(NamedTuple):
 def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=None, threads: int | None = None,
              echo: Callable[[str], None] = print) -> DemoResult:
     """Run every stage into ``out``; ``lm`` defaults to the embedded SmolLM2-135M."""
+    from .evaluation import training_record
     from .evaluation.report import write_report
 
     out = Path(out)
@@ -81,13 +82,15 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, lm=Non
     sweep, random = _train(lm, out, settings, clock)
     name = headline_name(settings)
     members = seed_members(name, sweep.dictionaries, (settings.seed, *settings.extra_seeds))
+    others = {k: d for k, d in sweep.dictionaries.items() if k not in members}  # the rest of the grid
     # The first seed stands for the recipe under its plain name; the others are its seeds.
-    sae = members.pop(f"{name}_s{settings.seed}")
-    others = {k: d for k, d in sweep.dictionaries.items() if k != f"{name}_s{settings.seed}" and k not in members}
-    suite, fitted = _evaluate(lm, name, sae, members, random, others, out, settings, clock)
+    first = f"{name}_s{settings.seed}"
+    sae = members.pop(first)
+    trained_on = training_record(out / "sweep" / first)
+    suite, fitted = _evaluate(lm, name, sae, members, random, others, trained_on, settings, clock)
     report = write_report(suite, out / "eval")
     contenders = {name: sae, **fitted}
-    comparison, judge, feature_folder = _features(lm, name, contenders, random, out, settings, clock)
+    comparison, judge, feature_folder = _features(lm, name, contenders, random, trained_on, out, settings, clock)
     with clock("build the dashboard"):
         from .viz import build_dashboard
 
@@ -165,12 +168,11 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
     return sweep, random
 
 
-def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict, out: Path,
+def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict, trained_on: dict,
               settings: DemoSettings, clock: _Clock):
     """(the SuiteResult, the fitted baselines by name)."""
-    from .evaluation import fit_baselines, resolve_corpus, run_suite, training_record
+    from .evaluation import fit_baselines, resolve_corpus, run_suite
 
-    trained_on = training_record(out / "sweep" / f"{name}_s{settings.seed}")
     with clock("fit the baselines (neurons, PCA, ICA)"):
         fitted = fit_baselines(lm, settings.site, ["identity", "pca", "ica"], min(lm.width(settings.site),
                                                                                sae.config.d_sae),
@@ -185,12 +187,13 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict,
     return suite, fitted
 
 
-def _features(lm, name: str, contenders: dict, random, out: Path, settings: DemoSettings, clock: _Clock):
+def _features(lm, name: str, contenders: dict, random, trained_on: dict, out: Path, settings: DemoSettings,
+              clock: _Clock):
     """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
     from .autointerp import analyze_and_score, compare_autointerp, judge_check
-    from .evaluation import resolve_corpus, training_record, untrained_copy
+    from .evaluation import resolve_corpus, untrained_copy
 
-    corpus = resolve_corpus(trained_on=training_record(out / "sweep" / f"{name}_s{settings.seed}"))
+    corpus = resolve_corpus(trained_on=trained_on)
     windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)
     # Controls: the same architecture and size untrained, and trained on a random model. The judge
     # is believed only where it scores the trained SAE above both (judge_check).
@@ -239,21 +242,23 @@ _COLUMNS = (("dictionary", "dictionary"), ("seeds", "seeds"), ("latents", "laten
             ("detection", "detection"), ("fuzzing", "fuzzing"))
 
 
-def headline_table(rows: list[dict]) -> str:
-    """The headline rows as a Markdown table (intervals: 95% over seeds)."""
+def table_cell(value) -> str:
+    """A headline value as printed: an Interval as ``mean [low, high]``, floats to 3 decimals, None as -."""
     from .evaluation import Interval
 
-    def cell(value) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, Interval):
-            spread = value.n > 1 and f"{value.low:.3f}" != f"{value.high:.3f}"  # no brackets around a constant
-            return f"{value.mean:.3f}" + (f" [{value.low:.3f}, {value.high:.3f}]" if spread else "")
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "-"
+    if isinstance(value, Interval):
+        spread = value.n > 1 and f"{value.low:.3f}" != f"{value.high:.3f}"  # no brackets around a constant
+        return f"{value.mean:.3f}" + (f" [{value.low:.3f}, {value.high:.3f}]" if spread else "")
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
+
+def headline_table(rows: list[dict]) -> str:
+    """The headline rows as a Markdown table (intervals: 95% over seeds)."""
     lines = ["| " + " | ".join(title for _, title in _COLUMNS) + " |",
              "|" + "|".join("---" if key == "dictionary" else "---:" for key, _ in _COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cell(row[key]) for key, _ in _COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(table_cell(row[key]) for key, _ in _COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 
