@@ -168,7 +168,7 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
     return sweep, random
 
 
-def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict, trained_on: dict,
+def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict, trained_on: dict | None,
               settings: DemoSettings, clock: _Clock):
     """(the SuiteResult, the fitted baselines by name)."""
     from .evaluation import fit_baselines, resolve_corpus, run_suite
@@ -187,7 +187,7 @@ def _evaluate(lm, name: str, sae, seeds: dict, random, sweep_dictionaries: dict,
     return suite, fitted
 
 
-def _features(lm, name: str, contenders: dict, random, trained_on: dict, out: Path, settings: DemoSettings,
+def _features(lm, name: str, contenders: dict, random, trained_on: dict | None, out: Path, settings: DemoSettings,
               clock: _Clock):
     """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
     from .autointerp import analyze_and_score, compare_autointerp, judge_check
