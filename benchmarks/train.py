@@ -133,8 +133,8 @@ def step_fn(dictionary, optimizer, batches: Batches, sparsity_scale: float = 1.0
         dictionary.project_decoder_grad_()
         optimizer.step()
         dictionary.normalize_decoder_()
-        # Kept for an L0 read-out after timing (the next step frees it); top-k gives sparse codes.
-        step.codes = out.codes if out.codes is not None else out.sparse.values
+        # Kept for an L0 read-out after timing (the next step frees it).
+        step.l0 = float(out.active_count()) / out.recon.shape[0]
     return step
 
 
@@ -183,6 +183,8 @@ def raw_cases(x: torch.Tensor, gemm: Gemm, args) -> dict[str, dict]:
         "relu dense": (build("relu", f, **RELU_OPTIONS), None),
         "relu sparse": (build("relu", f, **RELU_OPTIONS), args.late_l0),
         "topk k=32": (build("topk", f, k=32), None),
+        "batchtopk k=32": (build("batchtopk", f, k=32), None),
+        "matryoshka k=32": (build("matryoshka", f, k=32), None),
     }
     if args.compare_plain:
         for name, (dictionary, late_l0) in list(cases.items()):
@@ -211,7 +213,7 @@ def timed_steps(dictionary, batches: Batches, gemm: Gemm, args) -> dict:
             start = time.perf_counter()
             step()
             step_times.append(time.perf_counter() - start)
-    l0 = float((step.codes > 0).sum(1).float().mean())
+    l0 = step.l0
     if args.profile:
         profile(step, dictionary.arch)
     return summary(step_times, gemm_times, args, l0=l0, cpu=cpu.share)
@@ -314,7 +316,7 @@ def sweep_vs_separate(x: torch.Tensor, store: Path | None, args) -> dict[str, Cp
 
 # ----- report --------------------------------------------------------------------------------------
 
-BOUND_GEMMS = {"relu dense": 5, "relu sparse": 5, "topk k=32": 1}
+BOUND_GEMMS = {"relu dense": 5, "relu sparse": 5, "topk k=32": 1, "batchtopk k=32": 1, "matryoshka k=32": 1}
 
 
 def print_table(title: str, results: dict[str, dict], n: int) -> None:

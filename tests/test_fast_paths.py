@@ -364,3 +364,61 @@ def test_encoder_is_created_f_major_and_separate_from_the_decoder(arch, options,
     d = make_dictionary(arch, 16, 64, d_out=d_out, **options)
     assert d.W_enc.shape == (16, 64) and d.W_enc.stride() == (1, 16)
     assert d.W_enc.untyped_storage().data_ptr() != d.W_dec.untyped_storage().data_ptr()
+
+
+# ----- batchtopk and matryoshka ------------------------------------------------------------------
+
+@pytest.mark.parametrize("dead", [False, True])
+@pytest.mark.parametrize("arch, shape", [("batchtopk", {}), ("batchtopk", {"d_out": D + 3, "skip": True}),
+                                         ("matryoshka", {})], ids=["batchtopk", "transcoder", "matryoshka"])
+def test_batch_selection_fast_path_matches_the_plain_one(arch, shape, dead):
+    # 4096 latents x 64 rows: the batch's top 4 * 64 entries go through top_entries' block pre-selection.
+    torch.manual_seed(0)
+    fast = _perturbed(make_dictionary(arch, D, 4096, k=4, aux_k=8, dtype=torch.float64, **shape)).train()
+    with torch.no_grad():
+        fast.b_enc[:2048].sub_(0.3)  # rows that keep fewer entries than others, and latents that never fire
+    plain = copy.deepcopy(fast)
+    plain.fast_path = False
+    dead_F = torch.arange(4096) % 3 == 0 if dead else None
+    target = _data(d=fast.d_out, seed=2) if shape else None
+    outputs, grads = [], []
+    for dictionary in (fast, plain):
+        x = _data().requires_grad_()
+        out = dictionary.loss(x, target, StepInput(dead_F=dead_F))
+        assert out.codes is not None
+        grads.append(_grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x))
+        outputs.append(out)
+    got, want = outputs
+    kept_per_row = (want.codes > 0).sum(1)
+    assert kept_per_row.sum() == 4 * 64 and kept_per_row.min() < kept_per_row.max()  # a batch-level budget
+    for name in ("loss", "recon", "codes"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), **TOL, msg=name)
+    for name in want.terms:
+        torch.testing.assert_close(got.terms[name], want.terms[name], **TOL, msg=name)
+    assert (want.terms["aux"] > 0) == dead
+    _assert_same_grads(*grads)
+    torch.testing.assert_close(fast.threshold, plain.threshold, rtol=0, atol=0)
+    assert fast.threshold > 0
+
+
+def test_batch_selection_fast_path_can_return_its_entries_only():
+    torch.manual_seed(0)
+    d = make_dictionary("batchtopk", D, 256, k=4).train()
+    x = _data(dtype=torch.float32)
+    dense = d.loss(x)
+    sparse = d.loss(x, None, StepInput(dense_codes=False))
+    assert sparse.codes is None and sparse.sparse is not None and dense.codes is not None
+    assert torch.equal(sparse.fired(256), dense.fired(256))
+    assert sparse.active_count() == dense.active_count() == int((dense.codes > 0).sum())
+    torch.testing.assert_close(sparse.loss, dense.loss)
+
+
+@pytest.mark.parametrize("count", [1, 300, 5000])
+def test_top_entries_selects_the_largest_of_the_whole_matrix(count):
+    from monosemantic.kernels.topk import top_entries
+    g = torch.Generator().manual_seed(count)
+    pre = torch.randn(64, 4096, generator=g)
+    pre[3] += 5.0  # one row holding most of the largest entries
+    chosen = top_entries(pre, count)
+    assert chosen.shape == (count,) and chosen.unique().numel() == count
+    torch.testing.assert_close(pre.view(-1)[chosen].sort().values, pre.view(-1).topk(count).values.sort().values)

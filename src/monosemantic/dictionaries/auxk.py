@@ -80,15 +80,15 @@ class AuxKDictionary(Dictionary):
         recon_NO = F.embedding_bag(dead_idx[local_NK], W_dec_FO, per_sample_weights=values_NK, mode="sum")
         return self.options["aux_coeff"] * reconstruction_mse(recon_NO, residual_ND.reshape(recon_NO.shape).detach())
 
-    def _aux_term_sparse(self, selected: fast_topk.TopKStep, W_dec_FO: Tensor, target_NO: Tensor,
-                         step: StepInput) -> Tensor:
+    def _aux_term_sparse(self, encoding: fast_topk.DenseEncoding, recon_NO: Tensor, codes: SparseCodes,
+                         W_dec_FO: Tensor, target_NO: Tensor, step: StepInput) -> Tensor:
         """``_aux_term`` for the fast path: the same loss, with gradients only at the chosen entries.
 
-        Call it before the pre-activations are recycled into the codes.
+        ``codes`` are the step's selected entries (which latents fired). Call it before the
+        pre-activations are recycled into the codes.
         """
-        encoding, recon_NO = selected.encoding, selected.recon_NO
         zero = encoding.pre_NF.new_zeros((), dtype=torch.float32)
-        dead_idx = self._dead_indices(step, SparseCodes(selected.values_NK, selected.indices_NK))
+        dead_idx = self._dead_indices(step, codes)
         if dead_idx is None:
             return zero  # the usual case, so the residual is only formed below
         k = min(self.options["aux_k"], dead_idx.numel())

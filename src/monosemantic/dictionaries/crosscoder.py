@@ -47,7 +47,7 @@ from .median import geometric_median
 from .options import check_float, check_int
 from .registry import register
 from .relu import L1_COEFF_WEIGHTED
-from .step import LossOutput, StepInput, loss_terms
+from .step import LossOutput, SparseCodes, StepInput, loss_terms
 
 ACTIVATIONS = ("relu", "topk")
 
@@ -218,7 +218,8 @@ class Crosscoder(AuxKDictionary):
         W_enc_IF, W_dec_FO, b_dec_O = self._flat()
         selected = fast_topk.autoencode(x_NO, W_enc_IF, self.b_enc, b_dec_O if self.apply_b_dec_to_input else None,
                                         W_dec_FO, b_dec_O, self.options["k"])
-        aux = self._aux_term_sparse(selected, W_dec_FO, target_NO, step)
+        aux = self._aux_term_sparse(selected.encoding, selected.recon_NO,
+                                    SparseCodes(selected.values_NK, selected.indices_NK), W_dec_FO, target_NO, step)
         codes_NF = fast_topk.recycle_into_codes(selected.encoding, selected.indices_NK, selected.values_NK)
         return selected.recon_NO, codes_NF, aux
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..errors import MonosemanticError
+from ..kernels import sparse
+from ..kernels import topk as fast_topk
 from .base import reconstruction_mse
-from .batchtopk import BatchTopKDictionary
+from .batchtopk import BatchSelection, BatchTopKDictionary
 from .registry import register
 from .step import LossOutput, StepInput, loss_terms
 
@@ -56,7 +58,26 @@ class MatryoshkaDictionary(BatchTopKDictionary):
             start = stop
         return mses, recon_ND
 
+    def _fast_prefix_mses(self, selected: BatchSelection, target_ND: Tensor, x_ND: Tensor
+                          ) -> tuple[list[Tensor], Tensor]:
+        """``prefix_mses`` of the kept entries, each group decoded through the kernels."""
+        active, values_E = selected.active, selected.values_E
+        positions_E = sparse.flat_positions(active)
+        recon_ND = self._add_skip(self.b_dec.expand(x_ND.shape[0], -1), x_ND)
+        mses, start = [], 0
+        for size in self.options["group_sizes"]:
+            in_group_E = (active.cols >= start) & (active.cols < start + size)
+            group = sparse.from_flat(positions_E[in_group_E], active.n_rows, active.n_latents)
+            recon_ND = recon_ND + fast_topk.decode(group, values_E[in_group_E], self.W_dec)
+            mses.append(reconstruction_mse(recon_ND, target_ND))
+            start += size
+        return mses, recon_ND
+
     def _loss(self, x_ND: Tensor, target_ND: Tensor, step: StepInput) -> LossOutput:
+        if self.training and self._fast_path_applies(x_ND):
+            selected = self._fast_train_codes(x_ND, step)
+            mses, recon_ND = self._fast_prefix_mses(selected, target_ND, x_ND)
+            return self._fast_output(selected, target_ND, recon_ND, mses[-1], sum(mses) / len(mses), step)
         pre_NF, codes_NF = self._train_codes(x_ND, step)
         mses, recon_ND = self.prefix_mses(codes_NF, target_ND, x_ND)
         aux = self._aux_term(pre_NF, target_ND - recon_ND, step, codes_NF)

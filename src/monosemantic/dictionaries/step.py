@@ -66,10 +66,14 @@ class StepInput:
 
 
 class SparseCodes(NamedTuple):
-    """Codes as the k selected latents per row."""
+    """Codes as their selected entries: the k latents of each row, ``[N, K]``.
 
-    values: Tensor  # [N, K] activations (>= 0)
-    indices: Tensor  # [N, K] int64 latent indices
+    A batch-level selection (BatchTopK), which keeps any number per row, gives every entry of
+    the batch as one row, ``[1, E]``: enough for which latents fired and how many entries.
+    """
+
+    values: Tensor  # [N, K] activations (>= 0), or [1, E]
+    indices: Tensor  # [N, K] int64 latent indices, or [1, E]
 
     def fired(self, n_latents: int) -> Tensor:
         """Boolean ``[F]``: latents active (value > 0) on some row."""
@@ -106,7 +110,7 @@ class LossOutput(NamedTuple):
     terms: dict[str, Tensor]  # named loss terms, e.g. {"mse", "sparsity", "aux"}
     recon: Tensor  # [N, D_out] reconstruction ([N, S, D] for several sites)
     codes: Tensor | None  # [N, F] latent activations; None when the codes are only given ``sparse``
-    sparse: SparseCodes | None = None  # the codes as k latents per row, when StepInput.dense_codes is False
+    sparse: SparseCodes | None = None  # the selected entries, when StepInput.dense_codes is False
 
     @property
     def mse(self) -> Tensor:

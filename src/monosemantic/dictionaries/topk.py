@@ -59,8 +59,8 @@ class TopKDictionary(AuxKDictionary):
                                         self.options["k"])
         recon_ND = self._add_skip(selected.recon_NO, x_ND)
         mse = reconstruction_mse(recon_ND, target_ND)
-        aux = self._aux_term_sparse(selected._replace(recon_NO=recon_ND), self.W_dec, target_ND, step)
         codes = SparseCodes(selected.values_NK, selected.indices_NK)
+        aux = self._aux_term_sparse(selected.encoding, recon_ND, codes, self.W_dec, target_ND, step)
         codes_NF = fast_topk.recycle_into_codes(selected.encoding, codes.indices, codes.values) \
             if step.dense_codes else None
         return LossOutput(mse + aux, loss_terms(mse, aux=aux), recon_ND, codes_NF, codes)

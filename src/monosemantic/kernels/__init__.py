@@ -5,7 +5,8 @@ modules (tests pin them against it); they exist because on a 2-core CPU they are
 Architectures ask :func:`serves` once per step and otherwise run plain autograd, which stays
 the reference:
 
-- ``topk``: one dense encoder GEMM, then everything over the k selected latents;
+- ``topk``: one dense encoder GEMM, then everything over the selected latents (k per row, or
+  BatchTopK's k * rows of the whole batch);
 - ``relu``: the ReLU autoencoder with a sparse path once few codes are active;
 - ``sparse``: the sums and sampled products over active entries both use;
 - ``scratch``: a reuse pool for the large per-step buffers;

@@ -68,16 +68,25 @@ def from_indices(indices_NK: Tensor, n_latents: int) -> ActiveSet:
     return _with_latent_order(n_latents, row_offsets, rows_E, indices_NK.reshape(-1).long())
 
 
+def from_flat(flat_E: Tensor, n_rows: int, n_latents: int) -> ActiveSet:
+    """The entries at positions ``flat`` (ascending) of a row-major ``[N, F]`` code matrix."""
+    rows_E, cols_E = flat_E // n_latents, flat_E % n_latents
+    row_offsets = torch.zeros(n_rows + 1, dtype=torch.int64, device=flat_E.device)
+    torch.cumsum(torch.bincount(rows_E, minlength=n_rows), 0, out=row_offsets[1:])
+    return _with_latent_order(n_latents, row_offsets, rows_E, cols_E)
+
+
 def from_dense(codes_NF: Tensor) -> tuple[ActiveSet, Tensor]:
     """The nonzero entries of dense codes, and their values ``[E]`` (row-major)."""
-    n, f = codes_NF.shape
     flat = codes_NF.reshape(-1)
     # One nonzero over the flat codes (to_sparse_csr makes several passes): row-major already.
     where_E = flat.nonzero().squeeze(1)
-    rows_E, cols_E = where_E // f, where_E % f
-    row_offsets = torch.zeros(n + 1, dtype=torch.int64, device=codes_NF.device)
-    torch.cumsum(torch.bincount(rows_E, minlength=n), 0, out=row_offsets[1:])
-    return _with_latent_order(f, row_offsets, rows_E, cols_E), flat.index_select(0, where_E)
+    return from_flat(where_E, *codes_NF.shape), flat.index_select(0, where_E)
+
+
+def flat_positions(active: ActiveSet) -> Tensor:
+    """``[E]``: each entry's position in the row-major ``[N, F]`` matrix (the inverse of :func:`from_flat`)."""
+    return active.rows * active.n_latents + active.cols
 
 
 def row_sums(active: ActiveSet, values_E: Tensor, table_FW: Tensor) -> Tensor:

@@ -71,6 +71,16 @@ def top_indices(pre_NF: Tensor, k: int) -> Tensor:
     return _join(blocks_NK.gather(1, position_NK >> _BLOCK_BITS), position_NK, _BLOCK_BITS)
 
 
+def top_entries(pre_NF: Tensor, count: int) -> Tensor:
+    """``[count]`` int64: row-major positions of the ``count`` largest entries of the whole matrix (any order).
+
+    BatchTopK's selection. The same block pre-selection as :func:`top_indices`, over the matrix
+    as one row: ~8x faster than ``torch.topk`` of the flat [4096 * 4608] matrix for 32 * 4096
+    entries on a 2-core CPU.
+    """
+    return top_indices(pre_NF.reshape(1, -1), count).view(-1)
+
+
 def _join(block_NK: Tensor, position_NK: Tensor, bits: int) -> Tensor:
     """``block * 2**bits + position % 2**bits``: a position inside a chosen block made global."""
     return (block_NK << bits) | (position_NK & ((1 << bits) - 1))
@@ -97,8 +107,7 @@ class SelectedPreActs(torch.autograd.Function):
     def forward(ctx, pre_NF, xc_NI, x_NI, W_enc_IF, b_enc_F, centre_I, active):
         ctx.active = active
         ctx.save_for_backward(xc_NI, W_enc_IF)
-        flat_E = active.rows * pre_NF.shape[1] + active.cols
-        return pre_NF.reshape(-1).index_select(0, flat_E)
+        return pre_NF.reshape(-1).index_select(0, sparse.flat_positions(active))
 
     @staticmethod
     def backward(ctx, g_E):
@@ -136,8 +145,12 @@ class SparseDecode(torch.autograd.Function):
 def select(encoding: DenseEncoding, indices_NK: Tensor) -> tuple[ActiveSet, Tensor]:
     """(the entries ``indices`` names, ReLU of their pre-activations ``[E]``, differentiable)."""
     active = sparse.from_indices(indices_NK, encoding.pre_NF.shape[1])
-    values_E = SelectedPreActs.apply(*encoding, active)
-    return active, torch.relu(values_E)
+    return active, select_entries(encoding, active)
+
+
+def select_entries(encoding: DenseEncoding, active: ActiveSet) -> Tensor:
+    """ReLU of the pre-activations at ``active``'s entries ``[E]``, differentiable."""
+    return torch.relu(SelectedPreActs.apply(*encoding, active))
 
 
 def decode(active: ActiveSet, values_E: Tensor, W_dec_FO: Tensor, bias_O: Tensor | None = None) -> Tensor:
@@ -152,6 +165,12 @@ def recycle_into_codes(encoding: DenseEncoding, indices_NK: Tensor, values_NK: T
     ``[N, F]`` tensor each step. The codes stay differentiable in the values.
     """
     return encoding.pre_NF.zero_().scatter_(1, indices_NK, values_NK)
+
+
+def recycle_entries_into_codes(encoding: DenseEncoding, active: ActiveSet, values_E: Tensor) -> Tensor:
+    """:func:`recycle_into_codes` for entries in any number per row."""
+    pre_NF = encoding.pre_NF
+    return pre_NF.zero_().view(-1).scatter_(0, sparse.flat_positions(active), values_E).view(pre_NF.shape)
 
 
 class TopKStep(NamedTuple):
