@@ -29,6 +29,10 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "relu_w2.4_init1": ("relu", {"weight_l1_by_decoder_norm": True, "l1_coeff": 2.4, "decoder_init_norm": 1.0}, {}),
     "relu_w2.4_nodecay": ("relu", {"weight_l1_by_decoder_norm": True, "l1_coeff": 2.4}, {"lr_decay_start": 1.0}),
     "relu_w2.4_clip1": ("relu", {"weight_l1_by_decoder_norm": True, "l1_coeff": 2.4}, {"grad_clip": 1.0}),
+    "relu_w1": ("relu", {"weight_l1_by_decoder_norm": True, "l1_coeff": 1.0}, {}),
+    "relu_p1": ("relu", {"l1_coeff": 1.0}, {}),
+    "relu_p2.4": ("relu", {"l1_coeff": 2.4}, {}),
+    "relu_p5": ("relu", {"l1_coeff": 5.0}, {}),
     "relu_w5": ("relu", {"weight_l1_by_decoder_norm": True, "l1_coeff": 5.0}, {}),
     "relu_w5_init1": ("relu", {"weight_l1_by_decoder_norm": True, "l1_coeff": 5.0, "decoder_init_norm": 1.0}, {}),
     "topk": ("topk", {"k": 32}, {}),
@@ -45,6 +49,7 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "jumprelu": ("jumprelu", {}, {}),
     "gated": ("gated", {}, {}),
     "p_anneal": ("p_anneal", {}, {}),
+    "p_anneal_1": ("p_anneal", {"l1_coeff": 1.0}, {}),
 }
 
 
