@@ -377,3 +377,29 @@ def test_document_labels_are_probed_per_window_segment(tmp_path, smol_tokenizer)
     assert scored["label=cat"].n_train + scored["label=cat"].n_test > 30  # more segments than windows
     best = {(s.task, s.k): s for s in result.scores}[("label=cat", 1)]
     assert best.latents == (2,) and best.auroc > 0.95
+
+
+def test_an_untrained_batchtopk_control_is_as_sparse_as_what_it_controls_for(tiny_model_dir):
+    # An untrained BatchTopK has threshold 0 ("not yet estimated"): every positive pre-activation
+    # fires, a dense code that probes like a random projection. Calibrated on rows, it keeps
+    # about k per row, like the trained dictionary.
+    from monosemantic.dictionaries import make_dictionary
+    from monosemantic.evaluation import ReconstructionResult, run_suite, site_rows, untrained_copy
+    from monosemantic.models import load_model
+
+    lm = load_model(str(tiny_model_dir("llama")))
+    site = "blocks.1.resid_post"
+    corpus = resolve_corpus("stdlib", context_length=64)
+    x_ND = site_rows(lm, site, corpus.windows(lm.tokenizer, 8))
+    trained = make_dictionary("batchtopk", x_ND.shape[1], 128, k=4, site_in=site, model=lm.name)
+    trained.calibrate_(x_ND)  # stands in for training: a threshold keeping k per row on average
+    unset = untrained_copy(trained, 1)
+    assert float(unset.threshold) == 0 and float((unset.encode(x_ND) > 0).sum(1).float().mean()) > 30
+    calibrated = untrained_copy(trained, 1, x_ND)
+    assert torch.equal(calibrated.W_dec, unset.W_dec)  # the same untrained weights
+    assert 2 < float((calibrated.encode(x_ND) > 0).sum(1).float().mean()) < 8
+
+    suite = run_suite(lm, trained, name="sae", corpus=corpus, tasks=("reconstruction",), n_windows=8, min_tokens=200,
+                      baselines=())
+    l0 = {group: suite.result(members[0], ReconstructionResult).l0 for group, members in suite.groups.items()}
+    assert 2 < l0["untrained"] < 8 and 2 < l0["sae"] < 8

@@ -191,14 +191,16 @@ def _features(lm, name: str, contenders: dict, random, trained_on: dict | None, 
               clock: _Clock):
     """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
     from .autointerp import analyze_and_score, compare_autointerp, judge_check
-    from .evaluation import resolve_corpus, untrained_copy
+    from .evaluation import resolve_corpus, site_rows, untrained_copy
 
     corpus = resolve_corpus(trained_on=trained_on)
     windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)
     # Controls: the same architecture and size untrained, and trained on a random model. The judge
     # is believed only where it scores the trained SAE above both (judge_check).
     runs = {label: (d, lm) for label, d in contenders.items()}
-    runs[CONTROL] = (untrained_copy(contenders[name], settings.seed), lm)
+    sae = contenders[name]
+    calibration_ND = site_rows(lm, settings.site, windows_WS) if sae.CALIBRATES else None
+    runs[CONTROL] = (untrained_copy(sae, settings.seed, calibration_ND), lm)
     if random is not None:
         runs[RANDOM_MODEL] = random
     results = {}

@@ -122,6 +122,9 @@ class Dictionary(nn.Module):
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
     HAS_B_ENC: ClassVar[bool] = True
+    # Whether inference reads state that training learns apart from the weights (BatchTopK's
+    # threshold): a copy that never trained needs calibrate_ before its codes mean anything.
+    CALIBRATES: ClassVar[bool] = False
     # Whether pre_acts/decode go through the base class, so that input_norm applies.
     SUPPORTS_INPUT_NORM: ClassVar[bool] = True
     # Whether loss() may take the hand-written training paths (monosemantic.kernels) where they
@@ -353,6 +356,14 @@ class Dictionary(nn.Module):
         if not self.unit_norm_decoder or grad is None:
             return
         _remove_radial_(grad, self.W_dec)
+
+    @torch.no_grad()
+    def calibrate_(self, x_ND: Tensor) -> None:
+        """Set the inference state training learns apart from the weights from rows ``x_ND`` (see CALIBRATES).
+
+        The weights stay as they are: this is for copies that never trained, such as the untrained
+        control. A no-op unless the architecture has such state.
+        """
 
     @torch.no_grad()
     def init_b_dec_(self, sample_ND: Tensor, method: str = "geometric_median") -> None:

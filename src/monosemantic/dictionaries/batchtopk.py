@@ -29,6 +29,7 @@ class BatchTopKDictionary(AuxKDictionary):
     SPARSITY_OPTION = "k"
     OPTIONS = {**AuxKDictionary.OPTIONS, "threshold_beta": 0.99}
     FLOAT32_TENSORS = ("threshold",)
+    CALIBRATES = True
     threshold: Tensor  # a buffer, registered in __init__
 
     def __init__(self, config):
@@ -77,6 +78,20 @@ class BatchTopKDictionary(AuxKDictionary):
         codes_NF = self._select_batch(pre_NF, step.reduce)
         self._update_threshold_(torch.where(codes_NF > 0, codes_NF, torch.inf).detach().min(), step.reduce)
         return pre_NF, codes_NF
+
+    @torch.no_grad()
+    def calibrate_(self, x_ND: Tensor, batch_size: int = 4096) -> None:
+        """The threshold training would set from batches of ``x_ND``, the weights as they are.
+
+        An untrained copy's threshold is 0 ("not yet estimated"), at which every positive
+        pre-activation fires (half the latents); estimated like this, it keeps k per row on
+        average, as its trained counterpart does.
+        """
+        x_ND = self._rows(x_ND, self.d_in, "calibration rows")
+        self.threshold.zero_()
+        for x_BD in x_ND.split(batch_size):
+            codes_BF = self._select_batch(self.pre_acts(x_BD), LOCAL)
+            self._update_threshold_(torch.where(codes_BF > 0, codes_BF, torch.inf).min(), LOCAL)
 
     def _scale_codes_(self, factor: float) -> None:
         super()._scale_codes_(factor)

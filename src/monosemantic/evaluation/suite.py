@@ -76,11 +76,20 @@ def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, cor
             for kind in kinds}
 
 
-def untrained_copy(dictionary: Dictionary, seed: int) -> Dictionary:
-    """``dictionary``'s architecture and size with freshly initialised weights (the untrained control)."""
+def untrained_copy(dictionary: Dictionary, seed: int, rows_ND: Tensor | None = None) -> Dictionary:
+    """``dictionary``'s architecture and size with freshly initialised weights (the untrained control).
+
+    ``rows_ND``: activation rows of its site, from which an architecture whose inference reads
+    learned state besides the weights (``CALIBRATES``: BatchTopK's threshold) sets that state, so
+    the control is as sparse as what it controls for. Without them such a copy keeps its unset
+    state: fine for comparing weights, not for codes.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return dictionary_from_config(dictionary.config).to(dictionary.W_dec.device).eval()
+        copy = dictionary_from_config(dictionary.config).to(dictionary.W_dec.device)
+    if rows_ND is not None and copy.CALIBRATES:
+        copy.calibrate_(rows_ND.to(copy.W_dec.device))
+    return copy.eval()
 
 
 def evaluate_suite(lm, dictionary: Dictionary, out_dir: str | Path, **options) -> Path:
@@ -126,12 +135,14 @@ def run_suite(lm, dictionary: Dictionary, *, name: str = "sae", seeds: Mapping[s
         fitted = fit_baselines(lm, site, baselines, n_components, corpus=_fit_corpus(where, trained_on),
                                n_windows=n_windows, seed=seed, options=baseline_options)
     fitted = dict(fitted)
-    untrained = {f"{UNTRAINED}:{m}" if len(members) > 1 else UNTRAINED: untrained_copy(d, seed + i)
+    run = _Run(lm, site, where, tasks, seed, min_tokens)
+    # A control that calibrates (BatchTopK's threshold) does so on the evaluation rows.
+    calibration_ND = run.rows(lm, n_windows) if dictionary.CALIBRATES else None
+    untrained = {f"{UNTRAINED}:{m}" if len(members) > 1 else UNTRAINED: untrained_copy(d, seed + i, calibration_ND)
                  for i, (m, d) in enumerate(members.items())}
     randoms = dict(random_control or {})
     groups, roles = _groups(name, members, untrained, randoms, fitted)
     own = {**members, **untrained, **fitted}
-    run = _Run(lm, site, where, tasks, seed, min_tokens)
     task_probing = None
     if "tasks" in tasks:  # first: it tells whether the corpus is Python code, which later stages need
         task_probing = run.task_probing(own, randoms, probe_windows, task_names, labels)
