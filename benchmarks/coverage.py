@@ -44,8 +44,9 @@ def main() -> None:
 
     summary = json.loads((args.run / "summary.json").read_text(encoding="utf-8"))
     given = summary["settings"]
-    settings = DemoSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
-    name = headline_name(settings)
+    site, seed = given["site"], given["seed"]
+    name = headline_name(DemoSettings(arch=given["arch"], headline_k=given["headline_k"],
+                                      headline_expansion=given["headline_expansion"]))
     suite = json.loads((args.run / "eval" / "report.json").read_text(encoding="utf-8"))["suite"]
     probing = suite["task_probing"]
     members = suite["groups"][name]  # the seeds as the suite names them: name, name_s1, ...
@@ -53,10 +54,10 @@ def main() -> None:
     token_tasks = [t["name"] for t in probing["tasks"] if not t["pooled"]]
 
     lm = load_model("smollm2-135m")  # the demo's model
-    first = f"{name}_s{settings.seed}"
+    first = f"{name}_s{seed}"
     corpus = resolve_corpus(trained_on=training_record(args.run / "sweep" / first))
     data = task_windows(lm.tokenizer, corpus, select_tasks(token_tasks), probing["n_windows"])
-    acts_ND = site_rows(lm, settings.site, data.windows_WS)
+    acts_ND = site_rows(lm, site, data.windows_WS)
 
     rows = []
     for member in members:

@@ -77,7 +77,7 @@ class MatryoshkaDictionary(BatchTopKDictionary):
         if self.training and self._fast_path_applies(x_ND):
             selected = self._fast_train_codes(x_ND, step)
             mses, recon_ND = self._fast_prefix_mses(selected, target_ND, x_ND)
-            return self._fast_output(selected, target_ND, recon_ND, mses[-1], sum(mses) / len(mses), step)
+            return self._fast_output(selected, target_ND, recon_ND, mses[-1], sum(mses[1:], mses[0]) / len(mses), step)
         pre_NF, codes_NF = self._train_codes(x_ND, step)
         mses, recon_ND = self.prefix_mses(codes_NF, target_ND, x_ND)
         aux = self._aux_term(pre_NF, target_ND - recon_ND, step, codes_NF)
