@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "gated": ("gated", {}, {}),
     "p_anneal": ("p_anneal", {}, {}),
     "p_anneal_1": ("p_anneal", {"l1_coeff": 1.0}, {}),
+    "p_anneal_0.3": ("p_anneal", {"l1_coeff": 0.3}, {}),
 }
 
 
