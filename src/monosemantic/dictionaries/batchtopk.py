@@ -76,7 +76,7 @@ class BatchTopKDictionary(AuxKDictionary):
         if not self.training:
             return pre_NF, self._activate(pre_NF)
         codes_NF = self._select_batch(pre_NF, step.reduce)
-        self._update_threshold_(torch.where(codes_NF > 0, codes_NF, torch.inf).detach().min(), step.reduce)
+        self._update_threshold_(_smallest_kept(codes_NF), step.reduce)
         return pre_NF, codes_NF
 
     @torch.no_grad()
@@ -91,7 +91,7 @@ class BatchTopKDictionary(AuxKDictionary):
         self.threshold.zero_()
         for x_BD in x_ND.split(batch_size):
             codes_BF = self._select_batch(self.pre_acts(x_BD), LOCAL)
-            self._update_threshold_(torch.where(codes_BF > 0, codes_BF, torch.inf).min(), LOCAL)
+            self._update_threshold_(_smallest_kept(codes_BF), LOCAL)
 
     def _scale_codes_(self, factor: float) -> None:
         super()._scale_codes_(factor)
@@ -144,6 +144,11 @@ class BatchTopKDictionary(AuxKDictionary):
         codes_NF = (fast_topk.recycle_entries_into_codes(selected.encoding, selected.active, selected.values_E)
                     if step.dense_codes else None)
         return LossOutput(loss + aux, loss_terms(mse, aux=aux), recon_ND, codes_NF, codes)
+
+
+def _smallest_kept(codes_NF: Tensor) -> Tensor:
+    """The smallest positive code (inf when none is positive), outside autograd."""
+    return torch.where(codes_NF > 0, codes_NF, torch.inf).detach().min()
 
 
 class BatchSelection(NamedTuple):
