@@ -56,7 +56,8 @@ def main() -> None:
     for arch in args.arch or ["topk"]:
         settings = DemoSettings(corpus=args.corpus, tokens=tokens, random_tokens=args.random_tokens,
                                 train_tokens=args.train_tokens, arch=arch, ks=(args.k,),
-                                expansions=(args.expansion,), headline_k=args.k, headline_expansion=args.expansion)
+                                expansions=(args.expansion,), headline_k=args.k, headline_expansion=args.expansion,
+                                checkpoint_every=200)  # a step here is seconds: lose little to a kill
         folder = out / arch
         _share_stores(out, folder)
         start = time.perf_counter()

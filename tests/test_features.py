@@ -22,6 +22,7 @@ from monosemantic.features import (
     dictionary_fingerprint,
     prompt_view,
     render_terminal,
+    site_activations,
     write_explanations,
 )
 from monosemantic.features.counting import InputTokenCounter
@@ -243,6 +244,16 @@ def test_analysis_is_deterministic_and_batch_size_independent(llama, sae, window
             assert one[:3] == other[:3] and one.peak == other.peak and one.acts == pytest.approx(other.acts)
         assert again.histogram(f) == analysed.histogram(f)
         assert [t[:2] for t in again.top_input_tokens(f)] == [t[:2] for t in analysed.top_input_tokens(f)]
+
+
+def test_activations_captured_once_give_the_same_analysis(llama, sae, windows, analysed):
+    acts_WSD = site_activations(llama, SITE, windows, batch_size=5)
+    shared = analyze_features(llama, sae, windows, **SETTINGS, acts_WSD=acts_WSD)
+    for name, table in analysed.tables.items():
+        assert torch.equal(shared.tables[name], table), name
+    # Activations of other windows (here, the wrong count) are refused, not silently analysed.
+    with pytest.raises(MonosemanticError, match="acts_WSD has shape"):
+        analyze_features(llama, sae, windows, **SETTINGS, acts_WSD=acts_WSD[:-1])
 
 
 # ----- the folder ------------------------------------------------------------------------------

@@ -34,10 +34,13 @@ class DemoSettings:
     site: str = "blocks.6.resid_post"  # where the dictionaries read the model
     corpus: str = "stdlib"  # any corpus spec (data.text_source), e.g. "stdlib+kjv" for code and prose
     tokens: int = 300_000  # activation rows harvested (the whole corpus when it has fewer)
-    random_tokens: int | None = None  # rows harvested from the random model; None: as many as ``tokens``
+    # Rows harvested from the random model (at most ``tokens``; None: ``tokens``). Its control still
+    # trains on train_tokens rows, several epochs of these: fewer distinct rows, not fewer steps.
+    random_tokens: int | None = 100_000
     arch: str = "topk"  # an architecture whose sparsity option is k (topk, batchtopk, matryoshka)
     train_tokens: int = 1_000_000  # rows each dictionary trains on (several epochs of the store)
     batch_size: int = 4096
+    checkpoint_every: int | None = 1000  # training steps between checkpoints a rerun resumes from
     ks: tuple[int, ...] = (32,)  # top-k sparsities swept (every point from every seed)
     expansions: tuple[int, ...] = (8,)  # dictionary sizes swept, as multiples of the width
     headline_k: int = 32  # the dictionary evaluated against the baselines
@@ -145,7 +148,8 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
     with clock(f"harvest {settings.tokens:,} tokens of {settings.site} from {corpus}"):
         store = harvest(lm, [settings.site], out / "store", corpus=settings.corpus, n_tokens=settings.tokens,
                         context_length=settings.context_length)
-    config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed)
+    config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed,
+                         checkpoint_every=settings.checkpoint_every)
     seeds = (settings.seed, *settings.extra_seeds)
     grid = f"k in {list(settings.ks)} x expansion in {list(settings.expansions)}"
     # Every seed trains in the same pass, on the same batches: seeds differ only in their initialisation.
@@ -160,7 +164,7 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
         random_lm = randomly_initialised(lm, settings.seed)
         with clock("harvest and train the same recipe on a randomly initialised copy of the model"):
             random_store = harvest(random_lm, [settings.site], out / "random-model" / "store", corpus=settings.corpus,
-                                   n_tokens=settings.random_tokens or settings.tokens,
+                                   n_tokens=min(settings.random_tokens or settings.tokens, settings.tokens),
                                    context_length=settings.context_length)
             trained = sweep_from_store(random_store, out / "random-model" / "sweep", arch=settings.arch, config=config,
                                        expansions=[settings.headline_expansion], sparsities=[settings.headline_k])
@@ -191,24 +195,30 @@ def _features(lm, name: str, contenders: dict, random, trained_on: dict | None, 
               clock: _Clock):
     """Feature folders and autointerp of every contender and control; (comparison, judge check, SAE's folder)."""
     from .autointerp import analyze_and_score, compare_autointerp, judge_check
-    from .evaluation import resolve_corpus, site_rows, untrained_copy
+    from .data import storable_mask
+    from .evaluation import resolve_corpus, untrained_copy
+    from .features import site_activations
 
     corpus = resolve_corpus(trained_on=trained_on)
     windows_WS = corpus.windows(lm.tokenizer, settings.feature_windows)
+    # One forward per model, shared by every dictionary analysed on it.
+    acts_WSD = site_activations(lm, settings.site, windows_WS)
     # Controls: the same architecture and size untrained, and trained on a random model. The judge
     # is believed only where it scores the trained SAE above both (judge_check).
-    runs = {label: (d, lm) for label, d in contenders.items()}
+    runs = {label: (d, lm, acts_WSD) for label, d in contenders.items()}
     sae = contenders[name]
-    calibration_ND = site_rows(lm, settings.site, windows_WS) if sae.CALIBRATES else None
-    runs[CONTROL] = (untrained_copy(sae, settings.seed, calibration_ND), lm)
+    calibration_ND = acts_WSD[storable_mask(windows_WS, lm.tokenizer.all_special_ids)] if sae.CALIBRATES else None
+    runs[CONTROL] = (untrained_copy(sae, settings.seed, calibration_ND), lm, acts_WSD)
     if random is not None:
-        runs[RANDOM_MODEL] = random
+        dictionary, random_lm = random
+        runs[RANDOM_MODEL] = (dictionary, random_lm, site_activations(random_lm, settings.site, windows_WS))
     results = {}
-    for label, (dictionary, model) in runs.items():
+    for label, (dictionary, model, model_acts_WSD) in runs.items():
         with clock(f"analyse the features of {label} and score {settings.autointerp_latents} of them"):
             results[label] = analyze_and_score(model, dictionary, windows_WS, settings.autointerp_latents,
-                                               seed=settings.seed, name=label, analyze_options={"seed": settings.seed},
-                                               folder=out / "features" / label, progress=False)
+                                               seed=settings.seed, name=label, folder=out / "features" / label,
+                                               analyze_options={"seed": settings.seed, "acts_WSD": model_acts_WSD},
+                                               progress=False)
     controls = [c for c in (CONTROL, RANDOM_MODEL) if c in results]
     return compare_autointerp(results), judge_check(results, name, controls), out / "features" / name
 

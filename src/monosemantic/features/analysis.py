@@ -192,8 +192,19 @@ def _token_strings(tokenizer, *id_tensors: Tensor) -> dict[int, str]:
     return dict(zip(ids, texts))
 
 
-def _codes(lm, dictionary, ids_BS: Tensor, site: str) -> Tensor:
-    acts_BSD = lm.capture(ids_BS, [site])[site]
+def site_activations(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> Tensor:
+    """``[W, S, D]`` activations of ``site`` over the windows: captured once, analysed for several dictionaries
+    (``analyze_features(acts_WSD=...)``)."""
+    windows_WS = check_windows(windows_WS).cpu()
+    lm.check_context(windows_WS.shape[1])
+    with torch.inference_mode():
+        return torch.cat([lm.capture(windows_WS[start:start + batch_size], [site])[site].cpu()
+                          for start in range(0, windows_WS.shape[0], batch_size)])
+
+
+def _codes(lm, dictionary, ids_BS: Tensor, site: str, acts_BSD: Tensor | None) -> Tensor:
+    if acts_BSD is None:
+        acts_BSD = lm.capture(ids_BS, [site])[site]
     B, S, D = acts_BSD.shape
     W_enc = dictionary.W_enc
     codes_NF = dictionary.encode(acts_BSD.reshape(B * S, D).to(W_enc.device, W_enc.dtype))
@@ -202,11 +213,13 @@ def _codes(lm, dictionary, ids_BS: Tensor, site: str) -> Tensor:
 
 def analyze_features(lm, dictionary, windows_WS, *, site=None, n_top=20, n_quantiles=5, per_quantile=4,
                      n_negative=8, context_tokens=24, n_logits=10, batch_size=8, progress=True,
-                     n_input_tokens=16, histogram_bins=128, seed=0) -> FeatureData:
+                     n_input_tokens=16, histogram_bins=128, seed=0, acts_WSD: Tensor | None = None) -> FeatureData:
     """Analyse every latent of ``dictionary`` over ``windows_WS`` ``[W, S]`` in one streaming pass.
 
     ``site`` defaults to the dictionary's input site; memory is bounded by the settings and the
-    number of latents, not by the number of windows. Deterministic for a ``seed``.
+    number of latents, not by the number of windows. Deterministic for a ``seed``. ``acts_WSD``:
+    the site's activations over those windows (:func:`site_activations`), when several dictionaries
+    of one site share one forward pass; without it each batch runs the model.
     """
     settings = {"n_top": n_top, "n_quantiles": n_quantiles, "per_quantile": per_quantile, "n_negative": n_negative,
                 "context_tokens": context_tokens, "n_logits": n_logits, "batch_size": batch_size,
@@ -222,13 +235,18 @@ def analyze_features(lm, dictionary, windows_WS, *, site=None, n_top=20, n_quant
     if lm.width(site_in) != dictionary.d_in:
         raise MonosemanticError(f"{site_in} of {lm.name} is {lm.width(site_in)} wide but the dictionary reads "
                                 f"{dictionary.d_in}; pass the site (and model) the dictionary was trained on")
+    if acts_WSD is not None and tuple(acts_WSD.shape) != (W, S, dictionary.d_in):
+        raise MonosemanticError(f"acts_WSD has shape {tuple(acts_WSD.shape)}; expected {(W, S, dictionary.d_in)}, "
+                                f"the activations of {site_in} over the windows (site_activations)")
     vocab = max(len(lm.tokenizer), int(windows_WS.max()) + 1, getattr(lm.config, "vocab_size", 0) or 0)
     mask_WS = storable_mask(windows_WS, lm.tokenizer.all_special_ids)
     state = _Pass(dictionary.d_sae, S, vocab, settings, seed)
     with eval_mode(dictionary), torch.inference_mode():
         for start in tqdm(range(0, W, batch_size), desc="features", unit="batch", disable=not progress):
             ids_BS = windows_WS[start:start + batch_size]
-            state.update(_codes(lm, dictionary, ids_BS, site_in), ids_BS, mask_WS[start:start + batch_size], start)
+            given_BSD = None if acts_WSD is None else acts_WSD[start:start + batch_size]
+            state.update(_codes(lm, dictionary, ids_BS, site_in, given_BSD), ids_BS, mask_WS[start:start + batch_size],
+                         start)
         up_ids, up, down_ids, down = logit_effects(lm, site_out, dictionary.W_dec, n_logits)
     tables = state.tables()
     tables.update(logit_up_id_FL=up_ids, logit_up_FL=up, logit_down_id_FL=down_ids, logit_down_FL=down)
