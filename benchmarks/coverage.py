@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monosemantic.demo import DemoSettings, headline_name
+from monosemantic.demo import recorded_headline_name
 from monosemantic.dictionaries import load_dictionary_native
 from monosemantic.evaluation import resolve_corpus, training_record
 from monosemantic.evaluation.features import dictionary_codes, issparse
@@ -45,8 +45,7 @@ def main() -> None:
     summary = json.loads((args.run / "summary.json").read_text(encoding="utf-8"))
     given = summary["settings"]
     site, seed = given["site"], given["seed"]
-    name = headline_name(DemoSettings(arch=given["arch"], headline_k=given["headline_k"],
-                                      headline_expansion=given["headline_expansion"]))
+    name = recorded_headline_name(given)
     suite = json.loads((args.run / "eval" / "report.json").read_text(encoding="utf-8"))["suite"]
     probing = suite["task_probing"]
     members = suite["groups"][name]  # the seeds as the suite names them: name, name_s1, ...

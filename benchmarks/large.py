@@ -27,7 +27,7 @@ from pathlib import Path
 
 from monosemantic.activations.plan import plan_shards
 from monosemantic.data import text_source, token_windows
-from monosemantic.demo import DemoSettings, headline_name, run_demo, table_cell
+from monosemantic.demo import DemoSettings, recorded_headline_name, run_demo, table_cell
 from monosemantic.evaluation import Interval
 from monosemantic.models import load_model
 
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--random-tokens", type=int, default=1_000_000,
                         help="rows harvested from the random model (its control trains several epochs of them)")
     parser.add_argument("--train-tokens", type=int, default=10_000_000)
-    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--sparsity", type=_number, default=32,
+                        help="value of each recipe's sparsity option: k for topk/batchtopk/matryoshka, l0_coeff for "
+                             "jumprelu")
     parser.add_argument("--expansion", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -55,8 +57,9 @@ def main() -> None:
     tokens = min(args.tokens, corpus_rows(lm, args.corpus, DemoSettings.context_length))
     for arch in args.arch or ["topk"]:
         settings = DemoSettings(corpus=args.corpus, tokens=tokens, random_tokens=args.random_tokens,
-                                train_tokens=args.train_tokens, arch=arch, ks=(args.k,),
-                                expansions=(args.expansion,), headline_k=args.k, headline_expansion=args.expansion,
+                                train_tokens=args.train_tokens, arch=arch, sparsities=(args.sparsity,),
+                                expansions=(args.expansion,), headline_sparsity=args.sparsity,
+                                headline_expansion=args.expansion,
                                 checkpoint_every=200)  # a step here is seconds: lose little to a kill
         folder = out / arch
         _share_stores(out, folder)
@@ -66,6 +69,14 @@ def main() -> None:
     table = collect(out) + "\n" + movement(out)
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
+
+
+def _number(text: str) -> int | float:
+    """An option value as given: ``32`` stays an int (k), ``0.5`` is a float (a coefficient)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def corpus_rows(lm, corpus: str, context_length: int) -> int:
@@ -95,8 +106,7 @@ def collect(out: Path) -> str:
     for summary in sorted(out.glob("*/summary.json")):
         data = json.loads(summary.read_text(encoding="utf-8"))
         given = data["settings"]
-        name = headline_name(DemoSettings(arch=given["arch"], headline_k=given["headline_k"],
-                                          headline_expansion=given["headline_expansion"]))
+        name = recorded_headline_name(given)
         seeds = [data["sweep"][k]["dead_fraction"] for k in data["sweep"] if k.startswith(f"{name}_s")]
         dead = sum(seeds) / len(seeds) if seeds else None  # the last logged step's, mean over the seeds
         for row in data["headline"]:

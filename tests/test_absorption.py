@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from conftest import TINY_FAMILIES
 from monosemantic.dictionaries import make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.evaluation import LETTERS, absorption, first_letter_task, measure_absorption, word_activations
@@ -118,14 +119,21 @@ def test_absorption_runs_on_a_tiny_model(tiny_model_dir):
     for entry in result.letters:
         assert 1 <= len(entry.main_latents) <= 3 and entry.n_absorbed <= entry.n_missed <= entry.n_true_positives
     json.dumps(result.to_dict(), allow_nan=False)
-    # The prompt is the prefix then the word: a word's activation is that of the full prompt's last position.
-    assert isinstance(lm.tokenizer, PreTrainedTokenizerBase)
-    ids_N = torch.tensor([lm.tokenizer.encode(" snake", add_special_tokens=False)[0]])
-    prefix = lm.tokenizer.encode("Letters:", add_special_tokens=False)
-    by_hand = lm.capture(torch.tensor([prefix + ids_N.tolist()]), [SITE])[SITE][0, -1]
-    torch.testing.assert_close(word_activations(lm, SITE, ids_N, prefix="Letters:")[0], by_hand)
     with pytest.raises(MonosemanticError, match="prefix is empty"):
-        word_activations(lm, SITE, ids_N, prefix="")
+        word_activations(lm, SITE, torch.tensor([5]), prefix="")
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_a_words_activation_is_the_full_prompts_last_position(tiny_model_dir, family):
+    # The prefix's keys and values are reused across batches; the result must be what the whole prompt gives.
+    lm = load_model(str(tiny_model_dir(family)))
+    assert isinstance(lm.tokenizer, PreTrainedTokenizerBase)
+    words = [" snake", " house", " rain", " moon", " cat"]
+    ids_N = torch.tensor([lm.tokenizer.encode(w, add_special_tokens=False)[0] for w in words])
+    prefix = lm.tokenizer.encode("Letters: apple A, bee B,", add_special_tokens=False)
+    by_hand = torch.stack([lm.capture(torch.tensor([prefix + [i]]), [SITE])[SITE][0, -1] for i in ids_N.tolist()])
+    got = word_activations(lm, SITE, ids_N, prefix="Letters: apple A, bee B,", batch_size=2)
+    torch.testing.assert_close(got, by_hand, rtol=1e-4, atol=1e-5)
 
 
 def test_absorption_input_errors_are_one_line():

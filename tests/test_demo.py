@@ -21,11 +21,10 @@ def test_demo_runs_every_stage_and_its_table_matches_the_reports(tiny_model_dir,
     from monosemantic.models import load_model
 
     lm = load_model(str(tiny_model_dir("llama")))
-    settings = DemoSettings(site="blocks.1.resid_post", tokens=3000, train_tokens=3 * 512, ks=(4,), expansions=(2,),
-                            batch_size=512, headline_k=4, headline_expansion=2, eval_windows=6, splice_windows=3,
-                            feature_windows=6,
-                            probe_windows=16, autointerp_latents="random6", context_length=64, min_tokens=200,
-                            ica_max_iter=50)
+    settings = DemoSettings(site="blocks.1.resid_post", tokens=3000, train_tokens=3 * 512, sparsities=(4,),
+                            expansions=(2,), batch_size=512, headline_sparsity=4, headline_expansion=2, eval_windows=6,
+                            splice_windows=3, feature_windows=6, probe_windows=16, autointerp_latents="random6",
+                            context_length=64, min_tokens=200, ica_max_iter=50)
     lines: list[str] = []
     result = run_demo(tmp_path / "demo", settings, lm=lm, echo=lines.append)
     assert isinstance(result.suite, SuiteResult) and isinstance(result.judge, JudgeCheck)

@@ -623,7 +623,7 @@ def demo(
 
     settings = DemoSettings(tokens=tokens, train_tokens=train_tokens)
     if quick:
-        settings = DemoSettings(tokens=40_000, train_tokens=80_000, ks=(32,), expansions=(8,), eval_windows=24,
+        settings = DemoSettings(tokens=40_000, train_tokens=80_000, sparsities=(32,), expansions=(8,), eval_windows=24,
                                 probe_windows=64, feature_windows=32, autointerp_latents="random20")
     lm = _load("smollm2-135m", "cpu", "float32", threads)
     result = run_demo(out, settings, lm=lm, echo=typer.echo)

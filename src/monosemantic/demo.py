@@ -37,13 +37,13 @@ class DemoSettings:
     # Rows harvested from the random model (at most ``tokens``; None: ``tokens``). Its control still
     # trains on train_tokens rows, several epochs of these: fewer distinct rows, not fewer steps.
     random_tokens: int | None = 100_000
-    arch: str = "topk"  # an architecture whose sparsity option is k (topk, batchtopk, matryoshka)
+    arch: str = "topk"  # any single-site architecture; its sparsity option (k, l0_coeff, ...) takes the sparsities
     train_tokens: int = 1_000_000  # rows each dictionary trains on (several epochs of the store)
     batch_size: int = 4096
     checkpoint_every: int | None = 1000  # training steps between checkpoints a rerun resumes from
-    ks: tuple[int, ...] = (32,)  # top-k sparsities swept (every point from every seed)
+    sparsities: tuple[float, ...] = (32,)  # values of the sparsity option swept (every point from every seed)
     expansions: tuple[int, ...] = (8,)  # dictionary sizes swept, as multiples of the width
-    headline_k: int = 32  # the dictionary evaluated against the baselines
+    headline_sparsity: float = 32  # the dictionary evaluated against the baselines
     headline_expansion: int = 8
     extra_seeds: tuple[int, ...] = (1, 2)  # more init seeds of every point, trained in the same pass (intervals)
     random_control: bool = True  # train the headline recipe on a randomly initialised copy of the model
@@ -111,16 +111,26 @@ def seed_members(name: str, dictionaries: dict, seeds: tuple[int, ...]) -> dict:
         from .errors import MonosemanticError
 
         raise MonosemanticError(f"the headline dictionary {missing[0]} is not in the sweep "
-                                f"({', '.join(dictionaries)}); make headline_k and headline_expansion one of the "
-                                "swept values")
+                                f"({', '.join(dictionaries)}); make headline_sparsity and headline_expansion one "
+                                "of the swept values")
     return {f"{name}_s{seed}": dictionaries[f"{name}_s{seed}"] for seed in seeds}
 
 
 def headline_name(settings: DemoSettings) -> str:
     """The sweep's name of the headline dictionary, e.g. ``topk_k32_x8``."""
-    from .training.sweep import DictionarySpec, dictionary_name
+    from .training.sweep import DictionarySpec, dictionary_name, sparsity_option_of
 
-    return dictionary_name(DictionarySpec(settings.arch, settings.headline_expansion, {"k": settings.headline_k}))
+    option = sparsity_option_of(settings.arch)
+    options = {option: settings.headline_sparsity} if option else {}
+    return dictionary_name(DictionarySpec(settings.arch, settings.headline_expansion, options))
+
+
+def recorded_headline_name(given: dict) -> str:
+    """:func:`headline_name` of a finished run, from the settings its ``summary.json`` records (runs
+    before 2026-12-05 recorded ``headline_k``)."""
+    sparsity = given["headline_sparsity"] if "headline_sparsity" in given else given["headline_k"]
+    return headline_name(DemoSettings(arch=given["arch"], headline_sparsity=sparsity,
+                                      headline_expansion=given["headline_expansion"]))
 
 
 class _Clock:
@@ -143,6 +153,7 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
     (dictionary, lm) or None)."""
     from .activations import harvest
     from .training import TrainConfig, sweep_from_store
+    from .training.sweep import sparsity_option_of
 
     corpus = "the Python standard library" if settings.corpus == "stdlib" else f"corpus {settings.corpus}"
     with clock(f"harvest {settings.tokens:,} tokens of {settings.site} from {corpus}"):
@@ -151,12 +162,14 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
     config = TrainConfig(total_tokens=settings.train_tokens, batch_size=settings.batch_size, seed=settings.seed,
                          checkpoint_every=settings.checkpoint_every)
     seeds = (settings.seed, *settings.extra_seeds)
-    grid = f"k in {list(settings.ks)} x expansion in {list(settings.expansions)}"
+    option = sparsity_option_of(settings.arch)
+    grid = f"{option} in {list(settings.sparsities)} x expansion in {list(settings.expansions)}"
     # Every seed trains in the same pass, on the same batches: seeds differ only in their initialisation.
     with clock(f"train {settings.arch} ({grid}) from init seeds {list(seeds)} in one pass on "
                f"{settings.train_tokens:,} tokens"):
         sweep = sweep_from_store(store, out / "sweep", arch=settings.arch, config=config,
-                                 expansions=list(settings.expansions), sparsities=list(settings.ks), seeds=seeds)
+                                 expansions=list(settings.expansions), sparsities=list(settings.sparsities),
+                                 seeds=seeds)
     random = None
     if settings.random_control:
         from .models import randomly_initialised
@@ -167,7 +180,8 @@ def _train(lm, out: Path, settings: DemoSettings, clock: _Clock):
                                    n_tokens=min(settings.random_tokens or settings.tokens, settings.tokens),
                                    context_length=settings.context_length)
             trained = sweep_from_store(random_store, out / "random-model" / "sweep", arch=settings.arch, config=config,
-                                       expansions=[settings.headline_expansion], sparsities=[settings.headline_k])
+                                       expansions=[settings.headline_expansion],
+                                       sparsities=[settings.headline_sparsity])
         random = (next(iter(trained.dictionaries.values())), random_lm)
     return sweep, random
 

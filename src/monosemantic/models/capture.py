@@ -50,7 +50,7 @@ def capture(model: nn.Module, input_ids_BS: Tensor, sites: Sequence[Site], **for
             handles.append(module.register_forward_hook(lambda _m, _a, out, site=site: record(site, out)))
     try:
         with torch.no_grad():
-            model(input_ids=input_ids_BS, use_cache=False, **forward_kwargs)
+            model(input_ids=input_ids_BS, **{"use_cache": False, **forward_kwargs})
     except _AllCaptured:
         pass
     finally:
