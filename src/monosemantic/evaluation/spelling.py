@@ -88,22 +88,26 @@ def word_activations(lm, site: str, token_ids_N: Tensor, *, prefix: str = DEFAUL
     prefix_cache, cache_arg = _prefix_cache(lm, prefix_ids)
     rows = []
     for start in range(0, token_ids_N.shape[0], batch_size):
-        words_B1 = token_ids_N[start:start + batch_size, None].to(lm.device)
+        words_B = token_ids_N[start:start + batch_size]
+        if prefix_cache is None:  # the whole prompt per word
+            ids_BS = torch.cat([torch.tensor(prefix_ids).expand(words_B.shape[0], -1), words_B[:, None]], dim=1)
+            rows.append(lm.capture(ids_BS, [site])[site][:, -1].float().cpu())
+            continue
         cache = copy.deepcopy(prefix_cache)  # a forward appends to the cache it is given
-        cache.batch_repeat_interleave(words_B1.shape[0])
-        acts_B1D = capture(lm.model, words_B1, [lm.site(site)], use_cache=True, **{cache_arg: cache})[site]
+        cache.batch_repeat_interleave(words_B.shape[0])
+        acts_B1D = capture(lm.model, words_B[:, None].to(lm.device), [lm.site(site)], use_cache=True,
+                           **{cache_arg: cache})[site]
         rows.append(acts_B1D[:, -1].float().cpu())
     return torch.cat(rows)
 
 
 def _prefix_cache(lm, prefix_ids: list[int]):
-    """(the model's key/value cache of ``prefix_ids``, the forward argument that takes it)."""
-    from transformers import DynamicCache
-
+    """(the model's key/value cache of ``prefix_ids``, the forward argument that takes it); (None, None) where
+    the model returns no cache that can be copied per batch (older transformers return tuples)."""
     # transformers 5 renamed ``past_key_values`` to ``cache``; older versions know only the first.
     cache_arg = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
     out = lm.model(input_ids=torch.tensor([prefix_ids], device=lm.device), use_cache=True)
-    cache = getattr(out, "cache", None) or out.past_key_values
-    if isinstance(cache, tuple):  # a legacy per-layer tuple (transformers 4)
-        cache = DynamicCache.from_legacy_cache(cache)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None, None
     return cache, cache_arg

@@ -204,7 +204,7 @@ def site_activations(lm, site: str, windows_WS: Tensor, batch_size: int = 8) -> 
 
 def _codes(lm, dictionary, ids_BS: Tensor, site: str, acts_BSD: Tensor | None) -> Tensor:
     if acts_BSD is None:
-        acts_BSD = lm.capture(ids_BS, [site])[site]
+        return _codes(lm, dictionary, ids_BS, site, lm.capture(ids_BS, [site])[site])
     B, S, D = acts_BSD.shape
     W_enc = dictionary.W_enc
     codes_NF = dictionary.encode(acts_BSD.reshape(B * S, D).to(W_enc.device, W_enc.dtype))
