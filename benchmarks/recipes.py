@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "batchtopk": ("batchtopk", {"k": 32}, {}),
     "matryoshka": ("matryoshka", {"k": 32}, {}),
     "jumprelu": ("jumprelu", {}, {}),
+    "jumprelu_t0.1": ("jumprelu", {"initial_threshold": 0.1}, {}),
+    "jumprelu_t0.3": ("jumprelu", {"initial_threshold": 0.3}, {}),
     "gated": ("gated", {}, {}),
     "p_anneal": ("p_anneal", {}, {}),
     "p_anneal_1": ("p_anneal", {"l1_coeff": 1.0}, {}),
