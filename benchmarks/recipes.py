@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import torch
 D_IN = 576
 SITE = "blocks.6.resid_post"
 
-# name -> (arch, options, TrainConfig overrides). ``expansion`` 8 and batch 4096 throughout.
+# name -> (arch, options, TrainConfig overrides). Batch 4096 throughout. More JumpReLU variants
+# are named jumprelu_t{initial_threshold}_lr{threshold_lr_scale}[_l{l0_coeff}] (see variant()).
 VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "relu": ("relu", {}, {}),
     "relu_init1": ("relu", {"decoder_init_norm": 1.0}, {}),
@@ -47,8 +49,12 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "batchtopk": ("batchtopk", {"k": 32}, {}),
     "matryoshka": ("matryoshka", {"k": 32}, {}),
     "jumprelu": ("jumprelu", {}, {}),
-    "jumprelu_t0.1": ("jumprelu", {"initial_threshold": 0.1}, {}),
-    "jumprelu_t0.3": ("jumprelu", {"initial_threshold": 0.3}, {}),
+    "jumprelu_l0.3": ("jumprelu", {"l0_coeff": 0.3}, {}),
+    "jumprelu_l0.1": ("jumprelu", {"l0_coeff": 0.1}, {}),
+    "topk_k34": ("topk", {"k": 34}, {}),
+    "topk_k99": ("topk", {"k": 99}, {}),
+    "topk_k47": ("topk", {"k": 47}, {}),
+    "topk_k64": ("topk", {"k": 64}, {}),
     "gated": ("gated", {}, {}),
     "p_anneal": ("p_anneal", {}, {}),
     "p_anneal_1": ("p_anneal", {"l1_coeff": 1.0}, {}),
@@ -68,17 +74,30 @@ def load_rows(cache: Path, rows: int, store: Path | None, threads: int | None) -
     return x * (D_IN ** 0.5 / x.norm(dim=1).mean())
 
 
-def run_variant(name: str, x_train: torch.Tensor, x_test: torch.Tensor, tokens: int, seed: int) -> dict:
+def variant(name: str) -> tuple[str, dict, dict[str, Any]]:
+    """A named variant: from VARIANTS, or a JumpReLU grid point such as jumprelu_t0.1_lr30_l0.3."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    grid = re.fullmatch(r"jumprelu_t([\d.e-]+)_lr([\d.e-]+)(?:_l([\d.e-]+))?", name)
+    if grid is None:
+        raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(VARIANTS)} or jumprelu_t*_lr*[_l*]")
+    threshold, scale, coeff = grid.groups()
+    options = {"initial_threshold": float(threshold), "threshold_lr_scale": float(scale)}
+    return "jumprelu", options | ({"l0_coeff": float(coeff)} if coeff else {}), {}
+
+
+def run_variant(name: str, x_train: torch.Tensor, x_test: torch.Tensor, tokens: int, seed: int,
+                expansion: int = 8) -> dict:
     from monosemantic.dictionaries import make_dictionary
     from monosemantic.training import TensorSource, TrainConfig, Trainer
 
-    arch, options, overrides = VARIANTS[name]
+    arch, options, overrides = variant(name)
     steps = tokens // 4096
     # "10%" means that share of the run's steps.
     resolved: dict[str, Any] = {k: (max(1, int(steps * float(v[:-1]) / 100)) if isinstance(v, str) else v)
                                 for k, v in overrides.items()}
     torch.manual_seed(seed)
-    dictionary = make_dictionary(arch, D_IN, 8 * D_IN, **options)
+    dictionary = make_dictionary(arch, D_IN, expansion * D_IN, **options)
     config = TrainConfig(total_tokens=tokens, normalize_activations=False, log_every=10_000, checkpoint_every=None,
                          seed=seed, **resolved)
     start = time.perf_counter()
@@ -107,6 +126,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1_000_000)
     parser.add_argument("--variants", default="relu,relu_w2.4,relu_w2.4_init1,topk")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--expansion", type=int, default=8, help="latents per input dimension")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -116,7 +136,7 @@ def main() -> None:
     split = int(0.9 * len(x))
     results = {}
     for name in args.variants.split(","):
-        results[name] = run_variant(name, x[:split], x[split:], args.tokens, args.seed)
+        results[name] = run_variant(name, x[:split], x[split:], args.tokens, args.seed, args.expansion)
         r = results[name]
         print(f"{name:22s} FVU {r['fvu']:.3f}  L0 {r['l0']:7.1f}  dead {r['dead_share']:.3f}  {r['seconds']:.0f} s",
               flush=True)

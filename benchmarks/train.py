@@ -9,6 +9,7 @@ One run measures, on the same data and threads:
    - relu, dense (early training: about half the codes active): bound = 5 GEMMs per step;
    - relu, sparse (late training simulated by lowering b_enc until L0 is about 45);
      its gradients are checked against the dense path on the same batch;
+   - jumprelu, sparse (the same simulated late training, default thresholds), checked likewise;
    - topk k=32: bound = 1 GEMM per step (everything else touches only the k selected latents);
    each both in a plain step loop (the dictionary's own cost) and inside ``training.Trainer``
    (timed between the batches it asks for, so its per-step bookkeeping is included);
@@ -162,7 +163,7 @@ def lower_b_enc_(dictionary, x: torch.Tensor, l0: float) -> None:
         dictionary.b_enc -= cut
 
 
-def relu_sparse_grad_check(dictionary, x: torch.Tensor) -> float:
+def sparse_grad_check(dictionary, x: torch.Tensor) -> float:
     """Largest relative difference between sparse-path and dense-path parameter gradients."""
     grads = []
     for density in (1.0, 0.0):
@@ -182,10 +183,13 @@ def raw_cases(x: torch.Tensor, gemm: Gemm, args) -> dict[str, dict]:
     cases = {
         "relu dense": (build("relu", f, **RELU_OPTIONS), None),
         "relu sparse": (build("relu", f, **RELU_OPTIONS), args.late_l0),
+        "jumprelu sparse": (build("jumprelu", f), args.late_l0),
         "topk k=32": (build("topk", f, k=32), None),
         "batchtopk k=32": (build("batchtopk", f, k=32), None),
         "matryoshka k=32": (build("matryoshka", f, k=32), None),
     }
+    if args.cases:
+        cases = {name: case for name, case in cases.items() if name in args.cases.split(",")}
     if args.compare_plain:
         for name, (dictionary, late_l0) in list(cases.items()):
             plain = build(dictionary.arch, f, **dictionary.config.options)
@@ -197,7 +201,7 @@ def raw_cases(x: torch.Tensor, gemm: Gemm, args) -> dict[str, dict]:
         if late_l0 is not None:
             lower_b_enc_(dictionary, batches.batches[0], late_l0)
             if dictionary.fast_path:
-                extra["grad max rel diff (sparse vs dense)"] = relu_sparse_grad_check(dictionary, batches.batches[0])
+                extra["grad max rel diff (sparse vs dense)"] = sparse_grad_check(dictionary, batches.batches[0])
         results[name] = {**timed_steps(dictionary, batches, gemm, args), **extra}
     return results
 
@@ -316,7 +320,8 @@ def sweep_vs_separate(x: torch.Tensor, store: Path | None, args) -> dict[str, Cp
 
 # ----- report --------------------------------------------------------------------------------------
 
-BOUND_GEMMS = {"relu dense": 5, "relu sparse": 5, "topk k=32": 1, "batchtopk k=32": 1, "matryoshka k=32": 1}
+BOUND_GEMMS = {"relu dense": 5, "relu sparse": 5, "jumprelu sparse": 5, "topk k=32": 1, "batchtopk k=32": 1,
+               "matryoshka k=32": 1}
 
 
 def print_table(title: str, results: dict[str, dict], n: int) -> None:
@@ -369,6 +374,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="3x3 sweep vs 9 separate runs")
     parser.add_argument("--sweep-steps", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one step per case")
+    parser.add_argument("--cases", default=None, help="comma-separated plain-loop cases to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -8,9 +8,10 @@ a short run, whose latents die before they learn, or whose reconstruction never 
 the mean (as every penalty-trained architecture's did from unit-norm decoder rows before gradient
 clipping became the default) fails here.
 
-What this does not pin: a sensible L0 for the penalty-trained architectures. On these rows their
+What this does not pin: a sensible L0 for the L1-trained architectures. On these rows their
 penalties leave ~60% of the latents active after 244 steps (benchmarks/README.md has the figures);
-top-k dictionaries have their L0 by construction.
+top-k dictionaries have their L0 by construction. JumpReLU's L0 is pinned below: it must follow
+its coefficient within the short run (it used to stay where the initial threshold put it).
 """
 
 from __future__ import annotations
@@ -76,3 +77,11 @@ def test_the_defaults_of_every_architecture_train_without_dead_latent_collapse(a
 def test_the_check_catches_a_collapsed_relu():
     health = _health("relu", {"l1_coeff": 300.0})
     assert not _healthy(health), health
+
+
+def test_jumprelus_l0_follows_its_coefficient_within_a_short_run():
+    # Thresholds that move too slowly leave L0 where the initial threshold puts it: 326 of 512
+    # latents active whatever l0_coeff, before threshold_lr_scale and initial_threshold 0.1.
+    l0 = {coeff: _health("jumprelu", {"l0_coeff": coeff})["l0"] for coeff in (0.1, 1.0)}
+    assert l0[0.1] > 1.5 * l0[1.0], l0
+    assert l0[1.0] < 0.1 * D * EXPANSION, l0

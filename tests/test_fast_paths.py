@@ -235,6 +235,42 @@ def test_topk_fast_and_plain_paths_report_the_same_firing():
         assert torch.equal(fired, (fast.encode(x) > 0).any(0))
 
 
+# ----- jumprelu ------------------------------------------------------------------------------
+
+JUMPRELU_CASES = {
+    "plain": ({}, {}),
+    "uncentred": ({"apply_b_dec_to_input": False}, {}),
+    "transcoder": ({}, {"d_out": D + 3, "skip": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(JUMPRELU_CASES))
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_jumprelu_fast_path_matches_the_plain_straight_through_one(case, path):
+    options, shape = JUMPRELU_CASES[case]
+    torch.manual_seed(0)
+    # A wide bandwidth puts many entries near a threshold, where the thresholds' gradients come from.
+    dictionary = _perturbed(make_dictionary("jumprelu", D, F, dtype=torch.float64, bandwidth=0.2, l0_coeff=0.5,
+                                            initial_threshold=0.3, **shape, **options))
+    dictionary.max_sparse_density = 1.0 if path == "sparse" else 0.0
+    x = _data().requires_grad_()
+    target = _data(d=dictionary.d_out, seed=2) if "d_out" in shape else None
+    results = []
+    for fast in (True, False):
+        dictionary.fast_path = fast
+        out = dictionary.loss(x, target, StepInput(sparsity_scale=0.7))
+        assert out.codes is not None
+        grads = _grads(dictionary, out.loss + 0.01 * out.codes.pow(2).sum(), x)
+        results.append((out, grads))
+    (fast_out, fast_grads), (plain_out, plain_grads) = results
+    for name in ("loss", "mse", "recon", "codes"):
+        torch.testing.assert_close(getattr(fast_out, name), getattr(plain_out, name), **TOL, msg=name)
+    torch.testing.assert_close(fast_out.terms["sparsity"], plain_out.terms["sparsity"], **TOL)
+    _assert_same_grads(fast_grads, plain_grads, tol={"rtol": 1e-5, "atol": 1e-7})  # thresholds are float32
+    assert plain_grads["log_threshold"].abs().sum() > 0
+    assert 0 < (plain_out.codes > 0).float().mean() < 0.6
+
+
 def test_fast_paths_stay_off_where_they_do_not_apply():
     dictionary = make_dictionary("topk", D, F, k=4, dtype=torch.bfloat16)
     assert not dictionary._fast_path_applies(_data(dtype=torch.bfloat16))

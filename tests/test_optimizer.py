@@ -90,11 +90,29 @@ def test_a_dictionarys_transposed_encoder_goes_through_an_alias():
     assert [p for p, _ in optimizer._aliased] == [dictionary.W_enc]
 
 
+def test_parameter_groups_keep_their_own_lr_and_settings_a_saved_state_lacks():
+    (w, w_ref), (b, b_ref) = _pair((5, 9), True), _pair((9,), False, seed=2)
+    ours = Adam([{"params": [w], "lr_scale": 1.0}, {"params": [b], "lr": 0.5, "lr_scale": 5.0}], lr=0.1)
+    assert ours._aliased and ours._aliased[0][0] is w  # aliases work inside groups too
+    theirs = torch.optim.Adam([{"params": [w_ref]}, {"params": [b_ref], "lr": 0.5}], lr=0.1)
+    grads = _grads(3, [(5, 9), (9,)])
+    _run(ours, [w, b], grads)
+    _run(theirs, [w_ref, b_ref], grads)
+    torch.testing.assert_close(w.detach(), w_ref.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.detach(), b_ref.detach(), rtol=0, atol=1e-6)
+    # A state saved without lr_scale (an older checkpoint) loads; the groups keep theirs and the moments come over.
+    resumed = Adam([{"params": [w], "lr_scale": 1.0}, {"params": [b], "lr_scale": 5.0}], lr=0.1)
+    resumed.load_state_dict(theirs.state_dict())
+    assert [g["lr_scale"] for g in resumed.param_groups] == [1.0, 5.0]
+    assert [g["lr"] for g in resumed.param_groups] == [0.1, 0.5]
+    torch.testing.assert_close(moments(resumed, b)[0], theirs.state[b_ref]["exp_avg"], rtol=0, atol=0)
+
+
 def test_refuses_what_it_cannot_do():
     w, _ = _pair((3, 4), True)
-    groups: Any = [{"params": [w]}]  # Any: deliberately not the flat list of tensors Adam takes
-    with pytest.raises(TypeError, match="flat list"):
-        Adam(groups, lr=0.1)
+    mixed: Any = [w, {"params": [w]}]  # Any: deliberately neither a list of tensors nor of groups
+    with pytest.raises(TypeError, match="not a mix"):
+        Adam(mixed, lr=0.1)
     optimizer = Adam([w], lr=0.1)
     with pytest.raises(TypeError, match="closure"):
         optimizer.step(lambda: 0.0)

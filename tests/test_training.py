@@ -583,3 +583,50 @@ def test_a_checkpoint_from_before_the_trainer_owned_firing_counts_resumes_exactl
     resumed = Trainer(fresh(), cfg, out).fit(TensorSource(x_ND), progress=False)
     for key, tensor in straight.dictionaries["topk"].state_dict().items():
         assert torch.equal(resumed.dictionaries["topk"].state_dict()[key], tensor), key
+
+
+def test_a_jumprelu_checkpoint_from_before_threshold_lr_scale_resumes_with_its_old_value(tmp_path):
+    # Before, JumpReLU had no threshold_lr_scale option (its thresholds trained at the run's lr)
+    # and its optimizer held every parameter in one group.
+    from conftest import Interrupted, StopsAfter
+
+    x_ND, _ = sparse_data(4096, 16, 48)
+    cfg = config(total_tokens=40 * 64, checkpoint_every=10, log_every=5)
+
+    def fresh(**options):
+        torch.manual_seed(0)
+        return {"jr": make_dictionary("jumprelu", 16, 64, **options)}
+
+    straight = Trainer(fresh(threshold_lr_scale=1.0), cfg, tmp_path / "straight").fit(TensorSource(x_ND),
+                                                                                      progress=False)
+    out = tmp_path / "old"
+    with pytest.raises(Interrupted):
+        Trainer(fresh(threshold_lr_scale=1.0), cfg, out).fit(StopsAfter(TensorSource(x_ND), 25), progress=False)
+    checkpoint = out / "checkpoint"
+    run = json.loads((checkpoint / "run.json").read_text())
+    del run["dictionaries"]["jr"]["config"]["options"]["threshold_lr_scale"]
+    (checkpoint / "run.json").write_text(json.dumps(run))
+    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    (group,) = state["optimizers"]["jr"]["param_groups"]  # scale 1: one group, as before
+    del group["lr_scale"]
+    torch.save(state, checkpoint / "state.pt")
+
+    with pytest.raises(MonosemanticError, match=r"threshold_lr_scale"):
+        Trainer(fresh(threshold_lr_scale=7.0), cfg, out).fit(TensorSource(x_ND), progress=False)
+    resumed = Trainer(fresh(threshold_lr_scale=1.0), cfg, out).fit(TensorSource(x_ND), progress=False)
+    for key, tensor in straight.dictionaries["jr"].state_dict().items():
+        assert torch.equal(resumed.dictionaries["jr"].state_dict()[key], tensor), key
+
+
+def test_a_threshold_lr_scale_moves_jumprelu_thresholds_faster():
+    x_ND, _ = sparse_data(4096, 16, 48)
+    moved = {}
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        dictionary = make_dictionary("jumprelu", 16, 64, threshold_lr_scale=scale)
+        start_F = dictionary.log_threshold.detach().clone()
+        trained = Trainer({"jr": dictionary}, config(lr=1e-3, normalize_activations=False)).fit(TensorSource(x_ND),
+                                                                                            progress=False)
+        moved[scale] = float((trained.dictionaries["jr"].log_threshold.detach() - start_F).abs().max())
+        assert moved[scale] <= 1e-3 * scale * 40 * 1.01  # Adam moves a parameter by at most about lr a step
+    assert moved[10.0] > 3 * moved[1.0]

@@ -119,6 +119,11 @@ class Dictionary(nn.Module):
     # mean anything here: dropped, an option with a warning.
     RETIRED_OPTIONS: ClassVar[dict[str, str]] = {}
     RETIRED_TENSORS: ClassVar[tuple[str, ...]] = ()
+    # Options added after saves existed (name -> the value those saves trained with), so that a
+    # resumed run compares like with like.
+    FORMER_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Options that only shape the initial weights: a run that resumes from weights may differ in them.
+    INIT_ONLY_OPTIONS: ClassVar[tuple[str, ...]] = ("decoder_init_norm",)
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
     HAS_B_ENC: ClassVar[bool] = True
@@ -337,6 +342,10 @@ class Dictionary(nn.Module):
         return t.to(self.W_dec.dtype)
 
     # ----- training support ----------------------------------------------------------------
+
+    def lr_scales(self) -> dict[str, float]:
+        """Multipliers of the learning rate for named parameters (the rest train at the run's lr)."""
+        return {}
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

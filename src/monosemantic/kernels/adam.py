@@ -19,16 +19,22 @@ from torch import Tensor
 
 
 class Adam(torch.optim.Adam):
-    """``torch.optim.Adam`` (same options) over contiguous aliases of transposed-layout parameters."""
+    """``torch.optim.Adam`` (same options) over contiguous aliases of transposed-layout parameters.
 
-    def __init__(self, params: Iterable[Tensor], **options):
-        params = list(params)
-        if any(isinstance(p, dict) for p in params):
-            raise TypeError("monosemantic's Adam takes a flat list of parameters, not parameter groups")
-        targets = [_contiguous_alias(p) for p in params]
-        super().__init__(targets, **options)
+    Takes a flat list of parameters or a list of parameter groups (dicts with ``params``).
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], **options):
+        given = list(params)
+        dicts = [g for g in given if isinstance(g, dict)]
+        if dicts and len(dicts) != len(given):
+            raise TypeError("monosemantic's Adam takes parameters or parameter groups, not a mix of both")
+        groups: list[dict] = dicts or [{"params": given}]
+        aliased_groups = [{**g, "params": [_contiguous_alias(p) for p in g["params"]]} for g in groups]
+        super().__init__(aliased_groups, **options)
         # (parameter, the alias the kernel updates) for each parameter seen through an alias
-        self._aliased = [(p, t) for p, t in zip(params, targets) if t is not p]
+        self._aliased = [(p, t) for g, a in zip(groups, aliased_groups) for p, t in zip(g["params"], a["params"])
+                         if t is not p]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
@@ -66,11 +72,16 @@ class Adam(torch.optim.Adam):
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = {**state_dict, "state": dict(state_dict["state"])}
+        # Settings a group has that the saved one lacks (a state saved before they existed) stay.
+        extras = [{k: v for k, v in g.items() if k != "params" and k not in self.defaults} for g in self.param_groups]
         for index in self._aliased_indices():
             if index in state_dict["state"]:
                 state_dict["state"][index] = {k: _as_alias(v)
                                               for k, v in state_dict["state"][index].items()}
         super().load_state_dict(state_dict)
+        for group, kept in zip(self.param_groups, extras):
+            for key, value in kept.items():
+                group.setdefault(key, value)
 
     def _aliased_indices(self) -> list[int]:
         """Positions of the aliased parameters in ``state_dict()`` (the order of the parameters)."""

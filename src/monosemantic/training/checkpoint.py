@@ -155,11 +155,13 @@ def check_same_run(folder: Path, run: dict, config: TrainConfig, dictionary_conf
                                 f"{hint}")
     for name, now in dictionary_configs.items():
         saved_config = saved[name]["config"]
-        then = dict(saved_config, options=architecture(now["arch"]).live_options(saved_config.get("options", {})))
-        # The initial decoder norm cannot matter to a run that resumes from weights (and checkpoints
-        # from before the option existed do not name it).
-        then["options"].pop("decoder_init_norm", None)
-        now = dict(now, options={k: v for k, v in now.get("options", {}).items() if k != "decoder_init_norm"})
+        cls = architecture(now["arch"])
+        then = dict(saved_config, options={**cls.FORMER_DEFAULTS, **cls.live_options(saved_config.get("options", {}))})
+        # Initialisation cannot matter to a run that resumes from weights (and checkpoints from
+        # before such an option existed do not name it).
+        for option in cls.INIT_ONLY_OPTIONS:
+            then["options"].pop(option, None)
+        now = dict(now, options={k: v for k, v in now.get("options", {}).items() if k not in cls.INIT_ONLY_OPTIONS})
         changed = [f"{k}={then.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(then) | set(now))
                    if then.get(k) != now.get(k)]
         if saved[name]["lr"] != lrs[name]:

@@ -125,7 +125,7 @@ class Trainer:
             dictionary.to(self.device).train()
             # The fused kernel updates all parameters in one pass (~5x faster than the default
             # on CPU); it exists for floating-point parameters on CPU and CUDA.
-            optimizer = Adam(dictionary.parameters(), lr=self.lrs[name], betas=self.config.betas,
+            optimizer = Adam(_param_groups(dictionary), lr=self.lrs[name], betas=self.config.betas,
                              fused=self.device.type in ("cpu", "cuda"))
             slots.append(_Slot(name, dictionary, optimizer, self.lrs[name], Firing(dictionary, self.device)))
         return slots
@@ -156,7 +156,7 @@ class Trainer:
         """One optimizer step of one dictionary; the metric sums of the batch when ``logging``."""
         dictionary, optimizer = slot.dictionary, slot.optimizer
         for group in optimizer.param_groups:
-            group["lr"] = slot.lr * lr_factor(step, self.config)
+            group["lr"] = slot.lr * lr_factor(step, self.config) * group["lr_scale"]
         optimizer.zero_grad(set_to_none=True)
         # Dense [N, F] codes are not needed here: firing and L0 are read from sparse codes where given.
         run_state = StepInput(sparsity_scale=sparsity_scale(step, self.config),
@@ -359,6 +359,22 @@ class Trainer:
 
 def _due(step: int, every: int | None) -> bool:
     return every is not None and step % every == 0
+
+
+def _param_groups(dictionary: Dictionary) -> list[dict]:
+    """Runs of consecutive parameters with the same lr multiplier, in the parameters' own order.
+
+    Keeping the order keeps the optimizer state's numbering that of ``parameters()``, so a
+    checkpoint saved with other groups still loads (see kernels.adam).
+    """
+    scales = dictionary.lr_scales()
+    groups: list[dict] = []
+    for name, param in dictionary.named_parameters():
+        scale = scales.get(name, 1.0)
+        if not groups or groups[-1]["lr_scale"] != scale:
+            groups.append({"params": [], "lr_scale": scale})
+        groups[-1]["params"].append(param)
+    return groups
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
