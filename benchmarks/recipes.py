@@ -51,6 +51,8 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, Any]]] = {
     "jumprelu": ("jumprelu", {}, {}),
     "jumprelu_l0.3": ("jumprelu", {"l0_coeff": 0.3}, {}),
     "jumprelu_l0.1": ("jumprelu", {"l0_coeff": 0.1}, {}),
+    "jumprelu_l3": ("jumprelu", {"l0_coeff": 3.0}, {}),
+    "jumprelu_l2": ("jumprelu", {"l0_coeff": 2.0}, {}),
     "topk_k34": ("topk", {"k": 34}, {}),
     "topk_k99": ("topk", {"k": 99}, {}),
     "topk_k47": ("topk", {"k": 47}, {}),

@@ -8,6 +8,7 @@ the reference:
 - ``topk``: one dense encoder GEMM, then everything over the selected latents (k per row, or
   BatchTopK's k * rows of the whole batch);
 - ``relu``: the ReLU autoencoder with a sparse path once few codes are active;
+- ``jumprelu``: the same with per-latent thresholds and their straight-through gradients;
 - ``sparse``: the sums and sampled products over active entries both use;
 - ``scratch``: a reuse pool for the large per-step buffers;
 - ``adam``: Adam over contiguous aliases of F-major parameters (see :func:`f_major`).
