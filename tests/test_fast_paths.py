@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from monosemantic.dictionaries import ReLUDictionary, StepInput, make_dictionary, reconstruction_mse
+from monosemantic.dictionaries import JumpReLUDictionary, ReLUDictionary, StepInput, make_dictionary, reconstruction_mse
 from monosemantic.kernels import sparse as sparse_ops
 from monosemantic.kernels.relu import code_density
 
@@ -252,6 +252,7 @@ def test_jumprelu_fast_path_matches_the_plain_straight_through_one(case, path):
     # A wide bandwidth puts many entries near a threshold, where the thresholds' gradients come from.
     dictionary = _perturbed(make_dictionary("jumprelu", D, F, dtype=torch.float64, bandwidth=0.2, l0_coeff=0.5,
                                             initial_threshold=0.3, **shape, **options))
+    assert isinstance(dictionary, JumpReLUDictionary)
     dictionary.max_sparse_density = 1.0 if path == "sparse" else 0.0
     x = _data().requires_grad_()
     target = _data(d=dictionary.d_out, seed=2) if "d_out" in shape else None

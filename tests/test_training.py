@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from monosemantic.dictionaries import load_dictionary_native, make_dictionary
+from monosemantic.dictionaries import JumpReLUDictionary, load_dictionary_native, make_dictionary
 from monosemantic.errors import MonosemanticError
 from monosemantic.processes import SingleProcess
 from monosemantic.training import (
@@ -624,9 +624,10 @@ def test_a_threshold_lr_scale_moves_jumprelu_thresholds_faster():
     for scale in (1.0, 10.0):
         torch.manual_seed(0)
         dictionary = make_dictionary("jumprelu", 16, 64, threshold_lr_scale=scale)
+        assert isinstance(dictionary, JumpReLUDictionary)
         start_F = dictionary.log_threshold.detach().clone()
-        trained = Trainer({"jr": dictionary}, config(lr=1e-3, normalize_activations=False)).fit(TensorSource(x_ND),
-                                                                                            progress=False)
-        moved[scale] = float((trained.dictionaries["jr"].log_threshold.detach() - start_F).abs().max())
+        Trainer({"jr": dictionary}, config(lr=1e-3, normalize_activations=False)).fit(TensorSource(x_ND),
+                                                                                     progress=False)
+        moved[scale] = float((dictionary.log_threshold.detach() - start_F).abs().max())
         assert moved[scale] <= 1e-3 * scale * 40 * 1.01  # Adam moves a parameter by at most about lr a step
     assert moved[10.0] > 3 * moved[1.0]
