@@ -1,7 +1,7 @@
 """A JumpReLU autoencoder's training computation as one autograd function, dense or sparse.
 
 The plain computation (``dictionaries/jumprelu.py`` with the straight-through estimators of
-``dictionaries/ste.py``) runs three dense GEMMs and a dozen ``[N, F]`` passes a step. Here, as
+``dictionaries/ste.py``) runs five dense GEMMs and a dozen ``[N, F]`` passes a step. Here, as
 for ReLU (:mod:`.relu`, whose code-gradient helpers this reuses), only the encoder GEMM stays
 dense once codes are sparse. The thresholds' pseudo-derivatives need the code gradient only at
 the entries within ``bandwidth / 2`` of a threshold, active or not: the forward lists those

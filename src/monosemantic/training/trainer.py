@@ -362,10 +362,10 @@ def _due(step: int, every: int | None) -> bool:
 
 
 def _param_groups(dictionary: Dictionary) -> list[dict]:
-    """Runs of consecutive parameters with the same lr multiplier, in the parameters' own order.
+    """Runs of consecutive parameters with the same lr multiplier (``Dictionary.lr_scales``).
 
-    Keeping the order keeps the optimizer state's numbering that of ``parameters()``, so a
-    checkpoint saved with other groups still loads (see kernels.adam).
+    Runs, not one group per multiplier: the optimizer state stays numbered in the order of
+    ``parameters()``, as it was before groups existed, whatever the grouping.
     """
     scales = dictionary.lr_scales()
     groups: list[dict] = []
