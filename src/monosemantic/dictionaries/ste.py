@@ -16,9 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _window(pre_NF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
-    return ((pre_NF.float() - threshold_F) / bandwidth).abs() < 0.5
+from ..kernels.jumprelu import near_threshold
 
 
 class JumpReLUFunction(torch.autograd.Function):
@@ -34,7 +32,7 @@ class JumpReLUFunction(torch.autograd.Function):
     def backward(ctx, grad_NF: Tensor):
         pre_NF, threshold_F = ctx.saved_tensors
         grad_pre = grad_NF * (pre_NF > threshold_F)
-        window = _window(pre_NF, threshold_F, ctx.bandwidth)
+        window = near_threshold(pre_NF, threshold_F, ctx.bandwidth)
         grad_threshold = -(threshold_F.float() / ctx.bandwidth) * (grad_NF.float() * window).sum(0)
         return grad_pre, grad_threshold.to(threshold_F.dtype), None
 
@@ -51,7 +49,7 @@ class StepFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_NF: Tensor):
         pre_NF, threshold_F = ctx.saved_tensors
-        window = _window(pre_NF, threshold_F, ctx.bandwidth)
+        window = near_threshold(pre_NF, threshold_F, ctx.bandwidth)
         grad_threshold = -(grad_NF.float() * window).sum(0) / ctx.bandwidth
         # None: z gets no gradient through the step (the true derivative is 0).
         return None, grad_threshold.to(threshold_F.dtype), None

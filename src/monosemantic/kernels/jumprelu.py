@@ -23,6 +23,15 @@ from . import scratch, sparse
 from .relu import DEFAULT_MAX_DENSITY, _dense_code_grads, _encoder_grads, _sparse_code_grads, code_density
 
 
+def near_threshold(pre_NF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
+    """Boolean ``[N, F]``: pre-activations within ``bandwidth / 2`` of their threshold, tested in float32.
+
+    The rectangle kernel's support, where the thresholds' pseudo-derivatives come from; the
+    plain straight-through estimators (dictionaries/ste.py) use this test too.
+    """
+    return (pre_NF.float() - threshold_F).div_(bandwidth).abs_() < 0.5
+
+
 class JumpReLUAutoencoder(torch.autograd.Function):
     """``(recon, codes, l0)`` with ``codes = pre * (pre > threshold)``, ``pre = (x - centre) @ W_enc + b_enc``,
     ``recon = codes @ W_dec`` (no bias) and ``l0`` the mean count of nonzero codes per row."""
@@ -32,10 +41,7 @@ class JumpReLUAutoencoder(torch.autograd.Function):
         n, f = x_NI.shape[0], b_enc_F.numel()
         xc_NI = x_NI if centre_I is None else x_NI - centre_I
         codes_NF = torch.addmm(b_enc_F, xc_NI, W_enc_IF, out=scratch.new_empty(x_NI, (n, f)))
-        # The same float32 window test as ste._window, so both paths pick the same entries.
-        distance_NF = (codes_NF.float() - threshold_F).div_(bandwidth).abs_()
-        window = sparse.from_flat((distance_NF < 0.5).view(-1).nonzero().squeeze(1), n, f)
-        del distance_NF
+        window = sparse.from_flat(near_threshold(codes_NF, threshold_F, bandwidth).view(-1).nonzero().squeeze(1), n, f)
         codes_NF.masked_fill_(codes_NF <= threshold_F, 0.0)
         if code_density(codes_NF) < max_density:
             active, values_E = sparse.from_dense(codes_NF)
