@@ -70,8 +70,8 @@ def load_rows(cache: Path, rows: int, store: Path | None, threads: int | None) -
         return cached_rows(argparse.Namespace(synthetic=False, cache=cache, rows=rows, threads=threads or 2))[0]
     from monosemantic.activations import ActivationStore
 
-    x = ActivationStore(store).rows(SITE)[:rows].float()
-    return x * (D_IN ** 0.5 / x.norm(dim=1).mean())
+    x = ActivationStore(store).rows(SITE, 0, rows).float()
+    return x.mul_(D_IN ** 0.5 / x.norm(dim=1).mean())  # in place: millions of rows take gigabytes
 
 
 def variant(name: str) -> tuple[str, dict, dict[str, Any]]:

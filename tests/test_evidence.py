@@ -404,3 +404,40 @@ def test_an_untrained_batchtopk_control_is_as_sparse_as_what_it_controls_for(tin
     for group in ("sae", "untrained"):
         recon = suite.result(suite.groups[group][0], ReconstructionResult)
         assert recon is not None and 2 < recon.l0 < 8, group
+
+
+def test_an_untrained_jumprelu_control_matches_the_trained_l0_with_no_dead_latent(tiny_model_dir):
+    # An untrained JumpReLU keeps its initial threshold, which sets its L0 whatever the trained
+    # one's (dense on SmolLM2's normalised rows, silent on the tiny model's small ones).
+    # Calibrated, each latent fires on the same share of rows, L0 matching the dictionary it
+    # controls for on those rows.
+    from monosemantic.dictionaries import make_dictionary
+    from monosemantic.dictionaries.jumprelu import JumpReLUDictionary
+    from monosemantic.errors import MonosemanticError
+    from monosemantic.evaluation import site_rows, untrained_copy
+    from monosemantic.models import load_model
+
+    lm = load_model(str(tiny_model_dir("llama")))
+    site = "blocks.1.resid_post"
+    x_ND = site_rows(lm, site, resolve_corpus("stdlib", context_length=64).windows(lm.tokenizer, 8))
+    trained = make_dictionary("jumprelu", x_ND.shape[1], 128, site_in=site, model=lm.name)
+    assert isinstance(trained, JumpReLUDictionary)
+    with torch.no_grad():  # stands in for training: thresholds at which about 6 latents fire per row
+        trained.log_threshold.fill_(float(trained.pre_acts(x_ND).quantile(1 - 6 / 128).log()))
+    x_ND = x_ND[:300]
+    target = float((trained.encode(x_ND) > 0).sum(1).float().mean())
+    assert 4 < target < 8
+    unset = untrained_copy(trained, 1)
+    assert abs(float((unset.encode(x_ND) > 0).sum(1).float().mean()) - target) > 3
+    calibrated = untrained_copy(trained, 1, x_ND)
+    assert torch.equal(calibrated.W_dec, unset.W_dec) and trained.training  # the same weights; mode kept
+    fires_NF = calibrated.encode(x_ND) > 0
+    assert abs(float(fires_NF.sum(1).float().mean()) - target) <= 128 / 300 / 2  # whole rows per latent
+    per_latent = fires_NF.sum(0)
+    assert int(per_latent.min()) >= 1 and int(per_latent.max() - per_latent.min()) <= 1
+    in_batches = untrained_copy(trained, 1)
+    assert isinstance(in_batches, JumpReLUDictionary) and isinstance(calibrated, JumpReLUDictionary)
+    in_batches.calibrate_(x_ND, target, batch_size=7)  # the running top rows across batches
+    assert torch.equal(in_batches.log_threshold, calibrated.log_threshold)
+    with pytest.raises(MonosemanticError, match="needs l0"):
+        unset.calibrate_(x_ND)

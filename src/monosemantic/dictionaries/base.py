@@ -127,8 +127,9 @@ class Dictionary(nn.Module):
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
     HAS_B_ENC: ClassVar[bool] = True
-    # Whether inference reads state that training learns apart from the weights (BatchTopK's
-    # threshold): a copy that never trained needs calibrate_ before its codes mean anything.
+    # Whether a copy that never trained needs calibrate_ to be as sparse as a trained one:
+    # BatchTopK's inference threshold is learned apart from the weights, and JumpReLU's
+    # thresholds start where no data has put them, so untrained copies of either are dense.
     CALIBRATES: ClassVar[bool] = False
     # Whether pre_acts/decode go through the base class, so that input_norm applies.
     SUPPORTS_INPUT_NORM: ClassVar[bool] = True
@@ -367,11 +368,13 @@ class Dictionary(nn.Module):
         _remove_radial_(grad, self.W_dec)
 
     @torch.no_grad()
-    def calibrate_(self, x_ND: Tensor) -> None:
-        """Set the inference state training learns apart from the weights from rows ``x_ND`` (see CALIBRATES).
+    def calibrate_(self, x_ND: Tensor, l0: float | None = None) -> None:
+        """Set the state that decides sparsity from rows ``x_ND`` (see CALIBRATES), the weights as they are.
 
-        The weights stay as they are: this is for copies that never trained, such as the untrained
-        control. A no-op unless the architecture has such state.
+        For copies that never trained, such as the untrained control. ``l0``: the mean number
+        of active latents per row to match, the trained dictionary's on the same rows; an
+        architecture whose target is an option (BatchTopK's k) keeps to that instead. A no-op
+        unless the architecture calibrates.
         """
 
     @torch.no_grad()

@@ -80,12 +80,12 @@ class BatchTopKDictionary(AuxKDictionary):
         return pre_NF, codes_NF
 
     @torch.no_grad()
-    def calibrate_(self, x_ND: Tensor, batch_size: int = 4096) -> None:
+    def calibrate_(self, x_ND: Tensor, l0: float | None = None, batch_size: int = 4096) -> None:
         """The threshold training would set from batches of ``x_ND``, the weights as they are.
 
         An untrained copy's threshold is 0 ("not yet estimated"), at which every positive
         pre-activation fires (half the latents); estimated like this, it keeps k per row on
-        average, as its trained counterpart does.
+        average, as its trained counterpart does, so ``l0`` is not needed.
         """
         x_ND = self._rows(x_ND, self.d_in, "calibration rows")
         self.threshold.zero_()

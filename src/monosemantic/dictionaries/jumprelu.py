@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..errors import MonosemanticError
 from ..kernels.jumprelu import jumprelu_autoencode
 from ..kernels.relu import DEFAULT_MAX_DENSITY
 from .base import PENALTY_DECODER_INIT_NORM, Dictionary, reconstruction_mse
@@ -64,6 +65,36 @@ class JumpReLUDictionary(Dictionary):
 
     def _activate(self, pre_NF: Tensor) -> Tensor:
         return jumprelu(pre_NF, self.threshold, self.options["bandwidth"])
+
+    CALIBRATES = True
+
+    @torch.no_grad()
+    def calibrate_(self, x_ND: Tensor, l0: float | None = None, batch_size: int = 4096) -> None:
+        """Thresholds at which every latent fires on the same share of ``x_ND``'s rows, ``l0`` per row in all.
+
+        An untrained copy keeps ``initial_threshold``, which sits inside the initial
+        pre-activations (about 40% of latents fire), so as a control it would be dense where the
+        trained dictionary is sparse. Each latent's threshold is set at its own quantile of the
+        pre-activations rather than one threshold for all, so that no latent of the control is dead.
+        """
+        x_ND = self._rows(x_ND, self.d_in, "calibration rows")
+        if l0 is None or not 0 <= l0 <= self.d_sae:
+            raise MonosemanticError(f"jumprelu calibration needs l0, the mean active latents per row to match, in "
+                                    f"[0, {self.d_sae}]; got {l0!r}; pass the trained dictionary's L0 on these rows")
+        fired = round(len(x_ND) * l0 / self.d_sae)  # rows each latent fires on
+        if fired >= len(x_ND):
+            self.log_threshold.fill_(math.log(torch.finfo(torch.float32).tiny))
+            return
+        # Each latent's fired+1 largest pre-activations, kept over batches.
+        kept_KF = torch.empty(0, self.d_sae, dtype=torch.float32, device=x_ND.device)
+        for x_BD in x_ND.split(batch_size):
+            both_KF = torch.cat([kept_KF, self.pre_acts(x_BD).float()])
+            kept_KF = both_KF.topk(min(fired + 1, len(both_KF)), dim=0).values
+        # Midway between the last row that fires and the first that does not, so that the trip
+        # through log_threshold's rounding cannot move a row across.
+        above_F = kept_KF[fired - 1] if fired else 2 * kept_KF[0].abs() + 1
+        threshold_F = ((above_F + kept_KF[fired]) / 2).clamp_min(torch.finfo(torch.float32).tiny)
+        self.log_threshold.copy_(threshold_F.log())
 
     def _scale_codes_(self, factor: float) -> None:
         super()._scale_codes_(factor)

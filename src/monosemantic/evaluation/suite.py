@@ -79,16 +79,21 @@ def fit_baselines(lm, site: str, kinds: Sequence[str], n_components: int, *, cor
 def untrained_copy(dictionary: Dictionary, seed: int, rows_ND: Tensor | None = None) -> Dictionary:
     """``dictionary``'s architecture and size with freshly initialised weights (the untrained control).
 
-    ``rows_ND``: activation rows of its site, from which an architecture whose inference reads
-    learned state besides the weights (``CALIBRATES``: BatchTopK's threshold) sets that state, so
-    the control is as sparse as what it controls for. Without them such a copy keeps its unset
-    state: fine for comparing weights, not for codes.
+    ``rows_ND``: activation rows of its site, on which an architecture whose untrained copies
+    would be dense (``CALIBRATES``: BatchTopK, JumpReLU) sets its thresholds so that the control
+    is as sparse as ``dictionary`` is on those rows. Without them such a copy keeps its initial
+    thresholds: fine for comparing weights, not for codes.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         copy = dictionary_from_config(dictionary.config).to(dictionary.W_dec.device)
     if rows_ND is not None and copy.CALIBRATES:
-        copy.calibrate_(rows_ND.to(copy.W_dec.device))
+        rows_ND = rows_ND.to(copy.W_dec.device)
+        training = dictionary.training
+        with torch.no_grad():
+            l0 = float((dictionary.eval().encode(rows_ND) != 0).sum(-1).float().mean())
+        dictionary.train(training)
+        copy.calibrate_(rows_ND, l0)
     return copy.eval()
 
 
