@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from .errors import MonosemanticError
+from .locks import folder_lock
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dictionary learning on language-model activations.")
@@ -448,18 +449,19 @@ def features(
     from .evaluation import store_windows
     from .features import analyze_features
 
-    loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
-    if store is not None:
-        from .activations import ActivationStore
-
-        windows_WS = store_windows(ActivationStore(store), n_windows=windows)
-    else:
-        if context is not None:
-            lm.check_context(context)
-        windows_WS = _eval_corpus(dictionary, corpus, context, allow_trained).windows(lm.tokenizer, windows)
-    data = analyze_features(lm, loaded, windows_WS, site=site, n_top=top, batch_size=batch_size)
     target = out or dictionary / "features"
-    data.save(target)
+    loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
+    with folder_lock(target):  # before the analysis, so that a second writer stops at once
+        if store is not None:
+            from .activations import ActivationStore
+
+            windows_WS = store_windows(ActivationStore(store), n_windows=windows)
+        else:
+            if context is not None:
+                lm.check_context(context)
+            windows_WS = _eval_corpus(dictionary, corpus, context, allow_trained).windows(lm.tokenizer, windows)
+        data = analyze_features(lm, loaded, windows_WS, site=site, n_top=top, batch_size=batch_size)
+        data.save(target)
     typer.echo(f"features of {data.n_latents} latents over {data.n_tokens:,} tokens: {target}")
 
 

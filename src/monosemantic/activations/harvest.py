@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..data import CorpusSpec, text_source, token_windows
 from ..errors import StoreError
+from ..locks import folder_lock
 from ..processes import SingleProcess, join_processes
 from .files import TMP_SUFFIX, remove_tmp_files
 from .manifest import (
@@ -48,33 +49,35 @@ def harvest(lm, sites: Sequence[str] | str, out_dir: str | Path, *, corpus: Corp
     n_tokens, context_length, batch_size, shard_rows = _check_numbers(
         n_tokens=n_tokens, context_length=context_length, batch_size=batch_size, shard_rows=shard_rows).values()
     folder = Path(out_dir).expanduser()
-    source = text_source(corpus, text_column=text_column)
-    settings = _settings(lm, sites, source, dtype=dtype, context_length=context_length, prepend_bos=prepend_bos,
-                         skip_first=skip_first, exclude_special=exclude_special, n_tokens=n_tokens,
-                         shard_rows=shard_rows, batch_size=batch_size)
-    existing = _existing_manifest(folder, settings)
-    if existing is not None and existing.complete:
-        return ActivationStore(folder)
+    # Rank 0 holds it under torchrun; the other ranks write nothing before its first barrier.
+    with folder_lock(folder):
+        source = text_source(corpus, text_column=text_column)
+        settings = _settings(lm, sites, source, dtype=dtype, context_length=context_length, prepend_bos=prepend_bos,
+                             skip_first=skip_first, exclude_special=exclude_special, n_tokens=n_tokens,
+                             shard_rows=shard_rows, batch_size=batch_size)
+        existing = _existing_manifest(folder, settings)
+        if existing is not None and existing.complete:
+            return ActivationStore(folder)
 
-    special_ids = sorted(set(lm.tokenizer.all_special_ids)) if exclude_special else []
-    plans = _plan(lm.tokenizer, source, settings, special_ids)
-    ranks = join_processes()  # gloo even beside a GPU: it only carries barriers here
-    try:
-        ranks.barrier()  # every rank has looked at the folder before rank 0 changes it
-        if ranks.is_main:
-            _prepare_folder(folder, existing, settings)
-        ranks.barrier()  # no rank writes a shard before the folder is ready
-        todo = _shards_to_compute(folder, plans, ranks)
-        _compute_shards(lm, folder, todo, settings, special_ids, plans, ranks, progress)
-        ranks.barrier()  # every shard of every rank is on disk
-        if ranks.is_main:
-            manifest = read_manifest(folder)
-            assert manifest is not None  # _prepare_folder wrote it
-            finish_store(folder, manifest, len(plans))
-        ranks.barrier()  # the final manifest is on disk before any rank opens the store
-    finally:
-        ranks.close()
-    return ActivationStore(folder)
+        special_ids = sorted(set(lm.tokenizer.all_special_ids)) if exclude_special else []
+        plans = _plan(lm.tokenizer, source, settings, special_ids)
+        ranks = join_processes()  # gloo even beside a GPU: it only carries barriers here
+        try:
+            ranks.barrier()  # every rank has looked at the folder before rank 0 changes it
+            if ranks.is_main:
+                _prepare_folder(folder, existing, settings)
+            ranks.barrier()  # no rank writes a shard before the folder is ready
+            todo = _shards_to_compute(folder, plans, ranks)
+            _compute_shards(lm, folder, todo, settings, special_ids, plans, ranks, progress)
+            ranks.barrier()  # every shard of every rank is on disk
+            if ranks.is_main:
+                manifest = read_manifest(folder)
+                assert manifest is not None  # _prepare_folder wrote it
+                finish_store(folder, manifest, len(plans))
+            ranks.barrier()  # the final manifest is on disk before any rank opens the store
+        finally:
+            ranks.close()
+        return ActivationStore(folder)
 
 
 def _settings(lm, sites, source, *, dtype, context_length: int, prepend_bos: bool, skip_first: bool,

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..dictionaries import Dictionary, StepInput, save_dictionary
 from ..errors import MonosemanticError
 from ..kernels.adam import Adam
+from ..locks import folder_lock
 from ..models.loading import resolve_device
 from ..processes import join_processes
 from .checkpoint import (
@@ -97,7 +98,17 @@ class Trainer:
     # ----- the run -------------------------------------------------------------------------
 
     def fit(self, source: BatchSource, *, progress: bool = True) -> TrainResult:
-        """Train to ``config.total_steps``, resuming from ``out_dir``'s checkpoint when there is one."""
+        """Train to ``config.total_steps``, resuming from ``out_dir``'s checkpoint when there is one.
+
+        Holds ``out_dir``'s writer lock throughout (see locks): a second run into the same folder
+        stops with a one-line error instead of interleaving its metrics and replacing the results.
+        """
+        if self.out_dir is None:
+            return self._fit(source, progress)
+        with folder_lock(self.out_dir):
+            return self._fit(source, progress)
+
+    def _fit(self, source: BatchSource, progress: bool) -> TrainResult:
         for name, dictionary in self.dictionaries.items():
             check_fits(name, dictionary, source.layout)
             if self.config.resample_every is not None:
