@@ -31,7 +31,7 @@ def test_harvest_then_describe_and_verify(tiny_model_dir, tmp_path):
     assert manifest["complete"] is True
     result = runner.invoke(app, ["store", str(out), "--verify"])
     assert result.exit_code == 0, result.output
-    assert "3,000 rows" in result.output and "checksums: all shards match" in result.output
+    assert "3,000 rows" in result.output and "verified: the shard list, rows" in result.output
 
 
 def test_bad_input_is_one_line_and_exit_2(tiny_model_dir, tmp_path):

@@ -175,6 +175,18 @@ def test_local_describe_is_stable_and_tracks_content(tmp_path):
     assert LocalTextSource(tmp_path).describe()["files"] == 2
 
 
+def test_an_edit_in_the_middle_of_a_large_file_changes_the_fingerprint(tmp_path):
+    # A resume must not mix two versions of the text: the fingerprint reads every byte, not
+    # only the size and the ends.
+    text = "".join(f"line {i} of a long corpus file\n" for i in range(100_000))  # about 3 MB
+    (tmp_path / "big.txt").write_text(text)
+    before = LocalTextSource(tmp_path).describe()
+    middle = len(text) // 2
+    (tmp_path / "big.txt").write_text(text[:middle] + ("X" if text[middle] != "X" else "Y") + text[middle + 1:])
+    after = LocalTextSource(tmp_path).describe()
+    assert after["bytes"] == before["bytes"] and after["fingerprint"] != before["fingerprint"]
+
+
 def test_local_source_bad_paths(tmp_path):
     with pytest.raises(MonosemanticError, match="does not exist"):
         LocalTextSource(tmp_path / "missing.txt")

@@ -138,6 +138,17 @@ def test_rerun_of_a_complete_store_does_no_work(llama_dir, corpus, tmp_path):
     again.verify()
 
 
+def test_rerun_on_a_damaged_complete_store_reports_it(llama_dir, corpus, tmp_path):
+    lm = load_model(llama_dir)
+    harvest(lm, SITES, tmp_path / "s", corpus=corpus, **SMALL)
+    shard = tmp_path / "s" / "shard_00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="shard_00001.safetensors checksum does not match"):
+        harvest(lm, SITES, tmp_path / "s", corpus=corpus, **SMALL)
+
+
 def test_sigkill_then_rerun_gives_the_uninterrupted_rows(llama_dir, reference, tmp_path):
     out = tmp_path / "killed"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, llama_dir, str(out), json.dumps(SITES),

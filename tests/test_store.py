@@ -8,6 +8,7 @@ without a model.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -202,6 +203,62 @@ def test_truncated_or_missing_shard_is_an_error(store):
     path.unlink()
     with pytest.raises(StoreError, match="shard_00001.safetensors is missing"):
         store.verify()
+
+
+def _more_rows_here_fewer_there(m):
+    m["shards"][0]["rows"] += 7
+    m["shards"][1]["rows"] -= 7
+
+
+def _wider(m):
+    m["settings"]["widths"]["blocks.1.mlp_out"] += 1
+
+
+def _half(m):
+    m["settings"]["dtype"] = "float16"
+
+
+MANIFEST_EDITS = {
+    "a shard's row count": (lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] + 1), "rows"),
+    "rows moved between shards": (_more_rows_here_fewer_there,
+                                  "'blocks.0.resid_post' is F32 \\[21, 6\\], but the manifest says F32 \\[28, 6\\]"),
+    "a width": (_wider, "'blocks.1.mlp_out' is F32 \\[21, 3\\], but the manifest says F32 \\[21, 4\\]"),
+    "the dtype": (_half, "says F16"),
+    "a shard dropped from the list": (lambda m: m["shards"].pop(), "does not list \\(shard_00003.safetensors\\)"),
+    "a shard listed twice": (lambda m: m["shards"].insert(1, m["shards"][0]), "lists 'shard_00000.safetensors' as "
+                             "shard 1"),
+    "a shard path outside the store": (lambda m: m["shards"][1].update(file="../shard_00001.safetensors"),
+                                       "lists '../shard_00001.safetensors'"),
+}
+
+
+@pytest.mark.parametrize("edit", MANIFEST_EDITS)
+def test_store_verify_fails_on_each_manifest_edit(store, edit):
+    from typer.testing import CliRunner
+
+    from monosemantic.cli import app
+
+    store, _, _ = store
+    change, message = MANIFEST_EDITS[edit]
+    path = store.path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["store", str(store.path), "--verify"])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+    assert re.search(message, result.output), result.output
+
+
+def test_row_tokens_of_a_torn_shard_are_a_store_error(store):
+    store, _, _ = store
+    path = store.path / "shard_00001.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(StoreError, match="shard_00001.safetensors in .* is not a readable safetensors file"):
+        store.tokens()
+    path.unlink()
+    with pytest.raises(StoreError, match="shard_00001.safetensors is missing"):
+        store.tokens()
 
 
 def test_incomplete_store_is_refused(tmp_path):

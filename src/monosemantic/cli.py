@@ -114,15 +114,16 @@ def harvest(
 @_friendly
 def store(
     path: Annotated[Path, typer.Argument(help="An activation store folder.")],
-    verify: Annotated[bool, typer.Option(help="Recompute every shard's checksum.")] = False,
+    verify: Annotated[bool, typer.Option(help="Check the whole store against its manifest: the shard list, rows, "
+                                               "widths, dtypes and every shard's checksum.")] = False,
 ):
-    """Describe an activation store (and verify its checksums)."""
+    """Describe an activation store (and verify it against its manifest)."""
     from .activations import ActivationStore
 
     opened = ActivationStore(path)
     if verify:
         opened.verify()
-        typer.echo("checksums: all shards match the manifest")
+        typer.echo("verified: the shard list, rows, widths, dtypes and checksums all match the manifest")
     _print_store(opened)
 
 

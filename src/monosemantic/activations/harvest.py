@@ -57,7 +57,9 @@ def harvest(lm, sites: Sequence[str] | str, out_dir: str | Path, *, corpus: Corp
                              shard_rows=shard_rows, batch_size=batch_size)
         existing = _existing_manifest(folder, settings)
         if existing is not None and existing.complete:
-            return ActivationStore(folder)
+            finished = ActivationStore(folder)
+            finished.verify()  # a rerun on a damaged store says so rather than returning it
+            return finished
 
         special_ids = sorted(set(lm.tokenizer.all_special_ids)) if exclude_special else []
         plans = _plan(lm.tokenizer, source, settings, special_ids)

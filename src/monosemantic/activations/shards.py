@@ -13,10 +13,14 @@ with a sidecar and recomputes the rest.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from ..errors import StoreError
@@ -105,6 +109,51 @@ def load_shard(folder: Path, record: ShardRecord) -> dict[str, Tensor]:
         raise StoreError(f"{record.file} checksum does not match the manifest: the file was modified or "
                          "truncated; re-harvest")
     return safetensors.torch.load(data)
+
+
+@contextmanager
+def open_shard(folder: Path, record: ShardRecord) -> Iterator[Any]:
+    """The shard's safetensors reader (header read, tensors on demand); StoreError if it is missing or torn."""
+    path = Path(folder) / record.file
+    try:
+        handle = safe_open(path, framework="pt")
+    except FileNotFoundError:
+        raise StoreError(f"{record.file} is missing from {folder}; expected every shard the manifest lists; "
+                         "re-harvest") from None
+    except SafetensorError as e:
+        raise StoreError(f"{record.file} in {folder} is not a readable safetensors file ({e}); it was truncated "
+                         "or overwritten; re-harvest") from None
+    with handle as reader:
+        yield reader
+
+
+# The per-row fields' dtypes as safetensors names them.
+FIELD_DTYPES = {"token_id": "I32", "position": "I32", "window": "I64", WINDOW_FIELD: "I32"}
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+def check_shard_layout(folder: Path, record: ShardRecord, settings) -> None:
+    """StoreError unless the shard's tensors have the shapes and dtypes the manifest says (header only)."""
+    expected = {site: ([record.rows, settings.widths[site]], SAFETENSORS_DTYPES[settings.dtype])
+                for site in settings.sites}
+    expected |= {name: ([record.rows], FIELD_DTYPES[name]) for name in ROW_FIELDS}
+    expected[WINDOW_FIELD] = ([record.window_end - record.window_start, settings.context_length],
+                              FIELD_DTYPES[WINDOW_FIELD])
+    with open_shard(folder, record) as reader:
+        names = reader.keys()  # a safetensors reader, not a dict
+        found = {name: (list(reader.get_slice(name).get_shape()), reader.get_slice(name).get_dtype())
+                 for name in names}
+    for name, (shape, dtype) in expected.items():
+        if name not in found:
+            raise StoreError(f"{record.file} has no tensor {name!r}, which the manifest lists; the manifest or the "
+                             "shard was changed by hand; re-harvest")
+        if found[name] != (shape, dtype):
+            raise StoreError(f"{record.file}: tensor {name!r} is {found[name][1]} {found[name][0]}, but the manifest "
+                             f"says {dtype} {shape}; the manifest or the shard was changed by hand; re-harvest")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise StoreError(f"{record.file} holds tensors the manifest does not list ({', '.join(extra)}); the "
+                         "manifest or the shard was changed by hand; re-harvest")
 
 
 def finish_store(folder: Path, manifest: Manifest, n_shards: int) -> Manifest:

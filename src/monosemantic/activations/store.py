@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
 from ..errors import StoreError
 from .batching import ShardBatches
 from .files import sha256_file
 from .manifest import MANIFEST_NAME, STORAGE_DTYPES, Manifest, read_manifest
-from .shards import load_shard
+from .shards import check_shard_layout, load_shard, open_shard, shard_name
 from .split import check_split
 
 
@@ -40,6 +39,13 @@ class ActivationStore:
         if not manifest.complete:
             raise StoreError(f"store at {self.path}: harvest did not finish; rerun the same harvest command "
                              "to complete it")
+        for index, shard in enumerate(manifest.shards):
+            # A listed file is read as folder / name: anything but the expected name could lie
+            # outside the store, or be another shard.
+            if shard.file != shard_name(index):
+                raise StoreError(f"{self.path / MANIFEST_NAME} lists {shard.file!r} as shard {index}; expected "
+                                 f"{shard_name(index)!r}, a file of the store in order; the manifest was changed by "
+                                 "hand; re-harvest")
         self._manifest = manifest
         # _starts[i] is the first global row of shard i; the extra last entry is the total.
         self._starts = [0]
@@ -84,8 +90,21 @@ class ActivationStore:
         return site
 
     def verify(self) -> None:
-        """Recompute every shard's sha256; StoreError naming the first shard that does not match."""
-        for shard in self._manifest.shards:
+        """Check the whole store against its manifest; StoreError naming the first thing that does not match.
+
+        The shard list (every listed file present, none unlisted), the total rows, each shard's
+        sha256, and the shapes and dtypes of its tensors against the manifest's rows, widths,
+        context length and storage dtype.
+        """
+        settings, shards = self._manifest.settings, self._manifest.shards
+        unlisted = sorted({p.name for p in self.path.glob("shard_*.safetensors")} - {s.file for s in shards})
+        if unlisted:
+            raise StoreError(f"{self.path} holds shard files the manifest does not list ({', '.join(unlisted[:3])}"
+                             f"{', ...' if len(unlisted) > 3 else ''}); the manifest was changed by hand; re-harvest")
+        if len(self) != settings.n_tokens:
+            raise StoreError(f"the manifest's shards hold {len(self):,} rows, but the store was made for "
+                             f"{settings.n_tokens:,}; the manifest was changed by hand; re-harvest")
+        for shard in shards:
             try:
                 digest, size = sha256_file(self.path / shard.file)
             except FileNotFoundError:
@@ -94,6 +113,7 @@ class ActivationStore:
             if (digest, size) != (shard.sha256, shard.bytes):
                 raise StoreError(f"{shard.file} checksum does not match the manifest: the file was modified "
                                  "or truncated; re-harvest")
+            check_shard_layout(self.path, shard, settings)
 
     def read_shard(self, index: int) -> dict[str, Tensor]:
         """All tensors of shard ``index``, checked against the manifest's checksum."""
@@ -130,7 +150,7 @@ class ActivationStore:
         if self._tokens is None:
             fields = {"token_id": [], "position": [], "window": []}
             for shard in self._manifest.shards:
-                with safe_open(self.path / shard.file, framework="pt") as f:
+                with open_shard(self.path, shard) as f:
                     for name, parts in fields.items():
                         parts.append(f.get_tensor(name))
             self._tokens = RowTokens(**{name: torch.cat(parts) for name, parts in fields.items()})

@@ -42,10 +42,10 @@ LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 # multi-gigabyte parquet file is never materialised at once.
 _PARQUET_BATCH_ROWS = 1024
 
-# Bytes read from each end of a local file for its fingerprint. Hashing whole files would make
-# describe() cost as much as reading the corpus; size + head + tail catches practically every
-# real change (appends, truncation, edits near either end, replaced files).
-_FINGERPRINT_BYTES = 64 * 1024
+# Local corpora are fingerprinted by every byte: a harvest killed and resumed must not mix the
+# text of two versions of a file, and an edit can fall anywhere. Hashing runs at disk speed, once
+# per source object.
+_HASH_CHUNK = 1 << 20
 
 _DATASETS_HINT = "pip install 'monosemantic[datasets]'"
 
@@ -194,6 +194,7 @@ class LocalTextSource(TextSource):
         self.path = Path(path).expanduser().resolve()
         self.text_column = text_column
         self.files = _local_files(self.path)
+        self._described: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[str]:
         for file in self.files:
@@ -205,22 +206,18 @@ class LocalTextSource(TextSource):
                 yield from _iter_parquet(file, self.text_column)
 
     def describe(self) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        total = 0
-        for file in self.files:
-            rel = file.relative_to(self.path).as_posix() if self.path.is_dir() else file.name
-            size = file.stat().st_size
-            total += size
-            digest.update(f"{rel}\0{size}\0".encode())
-            digest.update(_head_tail(file, size))
-        return {
-            "kind": "local",
-            "path": str(self.path),
-            "text_column": self.text_column,
-            "files": len(self.files),
-            "bytes": total,
-            "fingerprint": digest.hexdigest(),
-        }
+        if self._described is None:
+            digest = hashlib.sha256()
+            total = 0
+            for file in self.files:
+                rel = file.relative_to(self.path).as_posix() if self.path.is_dir() else file.name
+                size = file.stat().st_size
+                total += size
+                digest.update(f"{rel}\0{size}\0".encode())
+                _hash_file(digest, file)
+            self._described = {"kind": "local", "path": str(self.path), "text_column": self.text_column,
+                               "files": len(self.files), "bytes": total, "fingerprint": digest.hexdigest()}
+        return dict(self._described)
 
 
 def _local_files(path: Path) -> list[Path]:
@@ -248,13 +245,10 @@ def _local_files(path: Path) -> list[Path]:
     return files
 
 
-def _head_tail(file: Path, size: int) -> bytes:
+def _hash_file(digest, file: Path) -> None:
     with open(file, "rb") as fh:
-        head = fh.read(_FINGERPRINT_BYTES)
-        if size <= 2 * _FINGERPRINT_BYTES:
-            return head
-        fh.seek(size - _FINGERPRINT_BYTES)
-        return head + fh.read()
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
 
 
 def _iter_jsonl(file: Path, column: str) -> Iterator[str]:
