@@ -129,14 +129,19 @@ def test_embedded_model_cache_matches_the_gguf_weights(smollm2, smol_tokenizer_d
 
 
 def test_device_names_resolve_per_torchrun_rank(monkeypatch):
-    from monosemantic.models.loading import resolve_device
+    from monosemantic.models.loading import device_name, resolve_device
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert resolve_device("cuda") == torch.device("cuda")
+    assert device_name("cuda") == torch.device("cuda")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setenv("LOCAL_RANK", "3")
-    assert resolve_device("cuda") == torch.device("cuda", 3)
-    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cpu") == torch.device("cpu")
+    assert device_name("cuda") == torch.device("cuda", 3)
+    assert device_name("cuda:1") == torch.device("cuda", 1) and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(MonosemanticError, match="is not a device name"):
+        device_name("gpu")
+    if not torch.cuda.is_available():  # one that is not there: a one-line error, not torch's assertion
+        with pytest.raises(MonosemanticError, match="use --device cpu"):
+            resolve_device("cuda")
 
 
 def test_splice_replaces_a_site_and_later_layers_see_it(tiny_model_dir):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,8 +32,40 @@ def _friendly(command):
         except MonosemanticError as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None
+        except OSError as e:  # the disk or the filesystem refused: finished files stay as they were
+            typer.secho(f"error: {_os_error(e)}", fg="red", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _os_error(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"could not write ({e.strerror}{where}): the disk is full or a file-size limit was reached; what "
+                "was finished is kept; free some space (or write elsewhere) and rerun the same command to continue")
+    return f"{e.strerror or type(e).__name__}{where}; check the path and its permissions"
+
+
+def _check_out(out: Path, flag: str = "--out") -> Path:
+    """``out`` if a folder can be made or written there; a one-line error before any work otherwise."""
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise MonosemanticError(f"{flag} {out} is a file; expected a folder (new or existing); choose another {flag}")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MonosemanticError(f"{flag} {out} is inside {existing}, which is a file; choose another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MonosemanticError(f"{flag} {out}: {existing} is not writable; choose another {flag}")
+    return out
+
+
+def _check_device(device: str) -> None:
+    from .models.loading import resolve_device
+
+    resolve_device(device)  # a one-line error now, not after the data has loaded
 
 
 def _quiet_transformers() -> None:
@@ -103,6 +137,7 @@ def harvest(
     from .data import text_source
     from .models import parse_dtype
 
+    _check_out(out)
     lm = _load(model, device, dtype, threads)
     source = text_source(corpus, text_column=text_column, split=split)
     store = run_harvest(lm, site, out, corpus=source, n_tokens=tokens, context_length=context,
@@ -214,6 +249,8 @@ def train(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk", site: SiteInOpt 
     """Train one dictionary (SAE, transcoder or crosscoder) on an activation store."""
     from .training import train_from_store
 
+    _check_out(out)
+    _check_device(device)
     cfg = _train_config(config, {"total_tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed,
                                  "device": device})
     result = train_from_store(store, out, arch=arch, config=cfg, site_in=site, site_out=site_out, sites=sites,
@@ -237,6 +274,8 @@ def sweep(store: StoreOpt, out: OutOpt, arch: ArchOpt = "topk",
     """Train a grid of sparsity x size (x init seeds) from one pass over an activation store."""
     from .training import sweep_from_store
 
+    _check_out(out)
+    _check_device(device)
     cfg = _train_config(config, {"total_tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed,
                                  "device": device})
     result = sweep_from_store(store, out, arch=arch, config=cfg, expansions=_numbers(expansions),
@@ -331,6 +370,8 @@ def evaluate(
     """Evaluate a dictionary against neurons, PCA, ICA and controls; write a Markdown/HTML/JSON report."""
     from .evaluation import run_suite, training_record, write_report
 
+    _check_out(out or dictionary / "eval")
+
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
     if context is not None:
         lm.check_context(context)
@@ -386,6 +427,7 @@ def dashboard(
     """Build a static HTML dashboard (searchable index, a page per latent) that opens from file://."""
     from .viz import build_dashboard
 
+    _check_out(out)
     loaded = _load_dictionary(dictionary) if dictionary is not None else None
     site = build_dashboard(features, out, dictionary=loaded, max_pages=max_pages)
     typer.echo(f"dashboard: {(site / 'index.html').resolve().as_uri()}")
@@ -450,7 +492,7 @@ def features(
     from .evaluation import store_windows
     from .features import analyze_features
 
-    target = out or dictionary / "features"
+    target = _check_out(out or dictionary / "features")
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
     with folder_lock(target):  # before the analysis, so that a second writer stops at once
         if store is not None:
@@ -599,6 +641,7 @@ def convert(
     if to not in WRITABLE:
         raise MonosemanticError(f"--to {to!r} is not a format that can be written; expected one of "
                                 f"{', '.join(WRITABLE)}")
+    _check_out(dst, "DST")
     dictionary = load_dictionary(src, subfolder, format=source_format)
     written = save_dictionary_as(dictionary, dst, to=to, overwrite=overwrite)
     config = dictionary.config
@@ -628,6 +671,7 @@ def demo(
     if quick:
         settings = DemoSettings(tokens=40_000, train_tokens=80_000, sparsities=(32,), expansions=(8,), eval_windows=24,
                                 probe_windows=64, feature_windows=32, autointerp_latents="random20")
+    _check_out(out)
     lm = _load("smollm2-135m", "cpu", "float32", threads)
     result = run_demo(out, settings, lm=lm, echo=typer.echo)
     typer.echo("")

@@ -89,7 +89,7 @@ def _settings(lm, sites, source, *, dtype, context_length: int, prepend_bos: boo
     _check_site_names(sites)
     if lm.max_context is not None and context_length > lm.max_context:
         raise StoreError(f"context_length {context_length} is longer than {lm.name} allows ({lm.max_context} "
-                         f"positions); use --context-length {lm.max_context} or less")
+                         f"positions); use --context {lm.max_context} or less")
     return StoreSettings(
         model=lm.describe(), sites=tuple(sites), widths={s: lm.width(s) for s in sites},
         dtype=storage_dtype_name(dtype), context_length=context_length, corpus=source.describe(),

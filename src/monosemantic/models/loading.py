@@ -123,10 +123,30 @@ class LanguageModel:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this machine has; a one-line MonosemanticError for one it lacks."""
+    resolved = device_name(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        built = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise MonosemanticError(f"device {str(device)!r} was asked for, but {built} (torch {torch.__version__}); "
+                                "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise MonosemanticError(f"device {str(resolved)!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) "
+                                "are visible; use cuda:0 or another index below that")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise MonosemanticError("device 'mps' was asked for, but Apple's Metal backend is not available here; "
+                                "use --device cpu")
+    return resolved
+
+
+def device_name(device: str | torch.device) -> torch.device:
     """``auto`` picks CUDA when present; plain ``cuda`` under torchrun means this rank's own GPU."""
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MonosemanticError(f"device {device!r} is not a device name; expected cpu, cuda, cuda:N, mps or "
+                                "auto") from None
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
@@ -163,8 +183,12 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if threads:
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise MonosemanticError(f"threads={threads!r} is invalid; expected an integer >= 1 (--threads), or none "
+                                    "for torch's default")
         torch.set_num_threads(threads)
+    resolve_device(device)  # a bad device fails before the model loads
     if (random := random_init_spec(spec)) is not None:
         # The control model: the base's architecture and tokenizer, weights from the seed.
         return randomly_initialised(load_model(random[0], device=device, dtype=dtype), random[1])

@@ -11,6 +11,7 @@ A seed axis (``seeds=(0, 1, 2)``) repeats each point with other initialisations,
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -63,7 +64,17 @@ def dictionary_name(spec: DictionarySpec, sparsity_option: str | None = None) ->
 
 
 def _number(value) -> str:
-    return str(value) if isinstance(value, int) else f"{float(value):g}"
+    # Not a number (k=abc from the command line): named as given, refused by the architecture's check.
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_expansion(expansion) -> float:
+    """``expansion`` (latents per input dimension) if it is a finite number > 0; MonosemanticError otherwise."""
+    if isinstance(expansion, bool) or not isinstance(expansion, (int, float)) or not math.isfinite(expansion) \
+            or expansion <= 0:
+        raise MonosemanticError(f"expansion {expansion!r} is invalid; expected a positive number like 8 "
+                                "(latents per input dimension)")
+    return expansion
 
 
 def check_seeds(seeds: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -114,8 +125,7 @@ def sweep_specs(arch: str, *, expansions: Sequence[float], sparsities: Sequence,
     specs = {}
     for value in sparsities:
         for expansion in expansions:
-            if isinstance(expansion, bool) or not isinstance(expansion, (int, float)) or expansion <= 0:
-                raise MonosemanticError(f"expansion {expansion!r} is invalid; expected a positive number like 8")
+            check_expansion(expansion)
             for seed in seed_axis or (None,):
                 spec = DictionarySpec(arch, expansion, {**(options or {}), option: value}, seed)
                 specs[dictionary_name(spec, option)] = spec
@@ -133,7 +143,7 @@ def build_dictionaries(specs: Mapping[str, DictionarySpec], d_in: int, *, d_out:
     """
     built = {}
     for name, spec in specs.items():
-        d_sae = max(1, round(spec.expansion * d_in))
+        d_sae = max(1, round(check_expansion(spec.expansion) * d_in))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed if spec.seed is None else spec.seed)
             built[name] = make_dictionary(spec.arch, d_in, d_sae, d_out=d_out, skip=skip, device=device,

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
+from ..activations.manifest import MANIFEST_NAME
 from ..dictionaries import Dictionary, StepInput, save_dictionary
 from ..errors import MonosemanticError
 from ..kernels.adam import Adam
@@ -105,6 +106,9 @@ class Trainer:
         """
         if self.out_dir is None:
             return self._fit(source, progress)
+        if (self.out_dir / MANIFEST_NAME).is_file():
+            raise MonosemanticError(f"{self.out_dir} is an activation store ({MANIFEST_NAME}); a training run needs "
+                                    "its own folder; choose another --out")
         with folder_lock(self.out_dir):
             return self._fit(source, progress)
 

@@ -76,6 +76,8 @@ def _handler_for(app: DashboardApp, quiet: bool):
 def make_server(app: DashboardApp, host: str = "127.0.0.1", port: int = 8000, *,
                 quiet: bool = False) -> ThreadingHTTPServer:
     """A bound (not yet serving) HTTP server for ``app``; port 0 picks a free port (see ``server_url``)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise MonosemanticError(f"port {port!r} is invalid; expected 0 to 65535 (--port; 0 picks any free one)")
     try:
         server = ThreadingHTTPServer((host, port), _handler_for(app, quiet))
     except OSError as e:
