@@ -6,6 +6,7 @@ import json
 import platform
 import sysconfig
 import time
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -185,6 +186,17 @@ def test_an_edit_in_the_middle_of_a_large_file_changes_the_fingerprint(tmp_path)
     (tmp_path / "big.txt").write_text(text[:middle] + ("X" if text[middle] != "X" else "Y") + text[middle + 1:])
     after = LocalTextSource(tmp_path).describe()
     assert after["bytes"] == before["bytes"] and after["fingerprint"] != before["fingerprint"]
+
+
+def test_a_corpus_that_is_not_utf8_warns_with_the_share_of_bad_bytes(tmp_path):
+    (tmp_path / "good.txt").write_text("plain text " * 100, encoding="utf-8")  # 1,100 bytes
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 na\u00efve ".encode("latin-1") * 50)  # 550 bytes, 100 bad
+    with pytest.warns(UserWarning, match=r"100 of its 1,650 bytes \(6\.1%\) are not valid UTF-8"):
+        LocalTextSource(tmp_path).describe()
+    (tmp_path / "latin1.txt").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LocalTextSource(tmp_path).describe()  # all UTF-8: no warning
 
 
 def test_local_source_bad_paths(tmp_path):

@@ -543,6 +543,25 @@ def test_load_with_a_missing_tensor(tmp_path):
         load_dictionary_native(folder)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_in_every_format(tmp_path, bad):
+    from monosemantic.formats import load_dictionary, save_dictionary_as
+
+    folder = _saved(tmp_path)
+    exported = save_dictionary_as(load_dictionary_native(folder), tmp_path / "saelens", to="saelens")
+    tensors = load_file(folder / "weights.safetensors")
+    tensors["W_dec"][3, 5] = bad
+    save_file(tensors, folder / "weights.safetensors")
+    for load in (load_dictionary_native, load_dictionary):
+        with pytest.raises(MonosemanticError, match="tensor W_dec holds 1 NaN or infinite value"):
+            load(folder)
+    theirs = load_file(exported / "sae_weights.safetensors")
+    theirs["b_enc"][0] = bad
+    save_file(theirs, exported / "sae_weights.safetensors")
+    with pytest.raises(MonosemanticError, match="tensor b_enc holds 1 NaN or infinite value"):
+        load_dictionary(exported)
+
+
 def test_load_with_wrong_shape_or_newer_format(tmp_path):
     folder = _saved(tmp_path)
     tensors = load_file(folder / "weights.safetensors")

@@ -17,12 +17,14 @@ Sources:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.util
 import json
 import os
 import platform
 import sysconfig
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -206,15 +208,21 @@ class LocalTextSource(TextSource):
                 yield from _iter_parquet(file, self.text_column)
 
     def describe(self) -> dict[str, Any]:
+        """Files, bytes and a fingerprint of every byte; warns once if the text is not all UTF-8."""
         if self._described is None:
             digest = hashlib.sha256()
-            total = 0
+            total = undecodable = 0
             for file in self.files:
                 rel = file.relative_to(self.path).as_posix() if self.path.is_dir() else file.name
                 size = file.stat().st_size
                 total += size
                 digest.update(f"{rel}\0{size}\0".encode())
-                _hash_file(digest, file)
+                # Parquet strings are UTF-8 by the format; text and JSON lines are read as UTF-8.
+                undecodable += _hash_file(digest, file, count_undecodable=file.suffix != ".parquet")
+            if undecodable:
+                warnings.warn(f"corpus {self.path}: {undecodable:,} of its {total:,} bytes ({undecodable / total:.1%}) "
+                              "are not valid UTF-8 (a binary file, or text in another encoding); they are read as "
+                              "U+FFFD; convert the text to UTF-8 or leave such files out", stacklevel=2)
             self._described = {"kind": "local", "path": str(self.path), "text_column": self.text_column,
                                "files": len(self.files), "bytes": total, "fingerprint": digest.hexdigest()}
         return dict(self._described)
@@ -245,10 +253,32 @@ def _local_files(path: Path) -> list[Path]:
     return files
 
 
-def _hash_file(digest, file: Path) -> None:
+def _hash_file(digest, file: Path, count_undecodable: bool) -> int:
+    """Feed ``file`` to ``digest``; the number of its bytes that are not valid UTF-8 (0 unless counted)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=_COUNT_UNDECODABLE) if count_undecodable else None
+    _undecodable.bytes = 0
     with open(file, "rb") as fh:
         while chunk := fh.read(_HASH_CHUNK):
             digest.update(chunk)
+            if decoder is not None:
+                decoder.decode(chunk)
+    if decoder is not None:
+        decoder.decode(b"", final=True)
+    return _undecodable.bytes
+
+
+# An error handler that counts what it replaces, per thread (codecs handlers are global by name).
+_COUNT_UNDECODABLE = "monosemantic.count-undecodable"
+_undecodable = threading.local()
+
+
+def _count_undecodable(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    _undecodable.bytes += error.end - error.start
+    return "\ufffd", error.end
+
+
+codecs.register_error(_COUNT_UNDECODABLE, _count_undecodable)
 
 
 def _iter_jsonl(file: Path, column: str) -> Iterator[str]:

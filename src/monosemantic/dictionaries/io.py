@@ -121,7 +121,18 @@ def load_dictionary_native(folder: str | os.PathLike, device="cpu") -> Dictionar
     dictionary.retired_state = dictionary.pop_retired(tensors)
     _check_tensors(path, tensors, dictionary.state_dict())
     dictionary.load_state_dict(tensors)
+    check_finite(dictionary, path)
     return dictionary.to(device).eval()
+
+
+def check_finite(dictionary: Dictionary, where: str | os.PathLike) -> None:
+    """MonosemanticError naming the first tensor that holds NaN or inf: such weights give NaN codes downstream."""
+    for name, tensor in dictionary.state_dict().items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise MonosemanticError(f"{where}: tensor {name} holds {bad:,} NaN or infinite value(s); the training "
+                                        "diverged or the file is damaged; use an earlier checkpoint or retrain")
 
 
 def _check_tensors(path: Path, found: dict, expected: dict) -> None:

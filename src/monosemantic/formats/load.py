@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import baselines  # noqa: F401  (registers identity, pca, ica, ...: saved baselines load here)
 from ..dictionaries import Dictionary
+from ..dictionaries.io import check_finite
 from ..errors import MonosemanticError
 from .common import list_files
 from .detect import check_files, detect_format
@@ -42,7 +43,9 @@ def load_dictionary(path_or_repo_id: str | os.PathLike, subfolder: str | None = 
         raise MonosemanticError(f"{name} applies to {' and '.join(takers)} folders only; {path} is {fmt.name}")
     # Folder formats are read from their folder even when given one of its files.
     target = path.parent if path.is_file() and not fmt.single_file else path
-    return fmt.load(target, **options).to(device).eval()
+    dictionary = fmt.load(target, **options)
+    check_finite(dictionary, target)
+    return dictionary.to(device).eval()
 
 
 def _resolve(path_or_repo_id: str | os.PathLike, subfolder: str | None) -> Path:
