@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -226,6 +227,47 @@ def test_bad_requests_get_clear_errors(server, built):
     assert status == 400 and "prompt is empty" in json.loads(body)["error"]
     status, body = _get(url + "features/7.html")
     assert status == 200 and "<h1>Latent 7</h1>" in body and 'href="/prompt"' in body
+
+
+def _raw(server, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as is; (status, body) of the reply."""
+    with socket.create_connection(server.server_address[:2], timeout=30) as conn:
+        conn.sendall(request)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_the_app_refuses_other_hosts_and_bad_or_huge_bodies(server):
+    port = server.server_address[1]
+    # DNS rebinding: a page of another site whose name now points here sends its own Host.
+    status, body = _raw(server, b"GET /features/7.html HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")
+    assert status == 403 and b"attacker.example" in body and f"127.0.0.1:{port}".encode() in body
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+        request = f"GET /features/7.html HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        assert _raw(server, request)[0] == 200, host
+    post = f"POST /api/prompt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+    status, body = _raw(server, (post + "Content-Length: -5\r\n\r\n").encode())
+    assert status == 400 and b"not a byte count" in body
+    status, body = _raw(server, (post + f"Content-Length: {(1 << 20) + 1}\r\n\r\n").encode())
+    assert status == 413 and b"at most 1,048,576 bytes" in body
+
+
+def test_a_stalled_client_is_dropped_and_others_are_served(built):
+    httpd = make_server(build_app(built.folder), port=0, quiet=True, timeout=0.5)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(httpd.server_address[:2], timeout=30) as stalled:
+            stalled.sendall(b"GET /features/7.html HTTP/1.1\r\n")  # and never the rest
+            started = time.monotonic()
+            assert stalled.recv(65536) == b""  # the server closed it
+            assert time.monotonic() - started < 10
+        assert _get(server_url(httpd) + "features/7.html")[0] == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_server_of_a_built_dashboard_without_a_model(built, tmp_path):

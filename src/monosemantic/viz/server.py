@@ -17,6 +17,12 @@ from ..features import dictionary_fingerprint
 from .app import DashboardApp, PromptRunner, Response, open_pages
 
 MAX_BODY_BYTES = 1 << 20
+# A client has this long for each read or write of a request (a stalled one no longer holds a thread).
+REQUEST_TIMEOUT_S = 30.0
+# Names a browser may send in Host for a server on the loopback: anything else is DNS rebinding,
+# a page from elsewhere that made its own name point at this machine.
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 # Pages load only their own scripts and styles; token colours are inline style attributes.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
@@ -25,20 +31,41 @@ _SECURITY_HEADERS = {
 }
 
 
-def _handler_for(app: DashboardApp, quiet: bool):
+def _handler_for(app: DashboardApp, quiet: bool, timeout: float):
     class Handler(BaseHTTPRequestHandler):
         server_version = "monosemantic"
 
+        def setup(self):
+            self.timeout = timeout  # BaseHTTPRequestHandler sets it on the socket
+            super().setup()
+
         def do_GET(self):
-            self._answer(self._params(self._query()))
+            if self._host_allowed():
+                self._answer(self._params(self._query()))
 
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self._send(Response(413, "text/plain; charset=utf-8", b"request body too large"))
+            if not self._host_allowed():
                 return
+            given = self.headers.get("Content-Length") or "0"
+            if not given.isdigit():
+                self._send(_text(400, f"Content-Length {given[:20]!r} is not a byte count"))
+                return
+            if int(given) > MAX_BODY_BYTES:
+                self._send(_text(413, f"request body too large; at most {MAX_BODY_BYTES:,} bytes"))
+                return
+            length = int(given)
             form = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
             self._answer({**self._params(self._query()), **self._params(form)})
+
+        def _host_allowed(self) -> bool:
+            if self.server.server_address[0] not in _LOOPBACK_ADDRESSES:
+                return True  # bound for other machines on purpose: their names cannot be known here
+            port = self.server.server_address[1]
+            host = (self.headers.get("Host") or "").strip().lower()
+            if host in _LOOPBACK_NAMES or host in {f"{name}:{port}" for name in _LOOPBACK_NAMES}:
+                return True
+            self._send(_text(403, f"Host {host[:60]!r} is not this server's; open it as http://127.0.0.1:{port}/"))
+            return False
 
         def _query(self) -> str:
             return urlsplit(self.path).query
@@ -73,13 +100,22 @@ def _handler_for(app: DashboardApp, quiet: bool):
     return Handler
 
 
-def make_server(app: DashboardApp, host: str = "127.0.0.1", port: int = 8000, *,
-                quiet: bool = False) -> ThreadingHTTPServer:
-    """A bound (not yet serving) HTTP server for ``app``; port 0 picks a free port (see ``server_url``)."""
+def _text(status: int, message: str) -> Response:
+    return Response(status, "text/plain; charset=utf-8", message.encode())
+
+
+def make_server(app: DashboardApp, host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False,
+                timeout: float = REQUEST_TIMEOUT_S) -> ThreadingHTTPServer:
+    """A bound (not yet serving) HTTP server for ``app``; port 0 picks a free port (see ``server_url``).
+
+    Each request must arrive within ``timeout`` seconds per read, with a body of at most
+    MAX_BODY_BYTES; on the loopback, a request whose Host header names another site is refused
+    (DNS rebinding).
+    """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise MonosemanticError(f"port {port!r} is invalid; expected 0 to 65535 (--port; 0 picks any free one)")
     try:
-        server = ThreadingHTTPServer((host, port), _handler_for(app, quiet))
+        server = ThreadingHTTPServer((host, port), _handler_for(app, quiet, timeout))
     except OSError as e:
         raise MonosemanticError(f"cannot listen on {host}:{port} ({e.strerror or e}); "
                                 "pick another --port, or 0 for any free one") from None
