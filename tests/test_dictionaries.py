@@ -562,6 +562,28 @@ def test_weights_that_are_not_finite_are_refused_in_every_format(tmp_path, bad):
         load_dictionary(exported)
 
 
+def test_two_identical_trainings_write_the_same_bytes(tmp_path):
+    # safetensors orders its metadata differently from one save to the next; a checksum of
+    # weights.safetensors must still stand for the dictionary.
+    from safetensors import safe_open
+
+    from monosemantic.training import TensorSource, TrainConfig, Trainer
+
+    x_ND = torch.randn(2048, D, generator=torch.Generator().manual_seed(0))
+    digests = set()
+    for run in range(6):
+        torch.manual_seed(0)
+        trained = make_dictionary("topk", D, F, k=4)
+        Trainer({"sae": trained}, TrainConfig(total_tokens=1024, batch_size=256, log_every=2),
+                tmp_path / f"run{run}").fit(TensorSource(x_ND), progress=False)
+        weights = tmp_path / f"run{run}" / "sae" / "weights.safetensors"
+        digests.add(hashlib.sha256(weights.read_bytes()).hexdigest())
+        with safe_open(weights, framework="pt") as f:  # still a file safetensors reads
+            assert f.metadata() == {"format": "pt", "format_version": "1"}
+    assert len(digests) == 1
+    assert torch.equal(load_dictionary_native(tmp_path / "run0" / "sae").W_dec, trained.W_dec.detach())
+
+
 def test_load_with_wrong_shape_or_newer_format(tmp_path):
     folder = _saved(tmp_path)
     tensors = load_file(folder / "weights.safetensors")

@@ -231,7 +231,8 @@ def test_bad_requests_get_clear_errors(server, built):
 
 def _raw(server, request: bytes) -> tuple[int, bytes]:
     """Send ``request`` as is; (status, body) of the reply."""
-    with socket.create_connection(server.server_address[:2], timeout=30) as conn:
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), int(port)), timeout=30) as conn:
         conn.sendall(request)
         reply = b""
         while chunk := conn.recv(65536):
@@ -259,7 +260,8 @@ def test_a_stalled_client_is_dropped_and_others_are_served(built):
     httpd = make_server(build_app(built.folder), port=0, quiet=True, timeout=0.5)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        with socket.create_connection(httpd.server_address[:2], timeout=30) as stalled:
+        host, port = httpd.server_address[:2]
+        with socket.create_connection((str(host), int(port)), timeout=30) as stalled:
             stalled.sendall(b"GET /features/7.html HTTP/1.1\r\n")  # and never the rest
             started = time.monotonic()
             assert stalled.recv(65536) == b""  # the server closed it

@@ -124,6 +124,8 @@ class Dictionary(nn.Module):
     FORMER_DEFAULTS: ClassVar[dict[str, Any]] = {}
     # Options that only shape the initial weights: a run that resumes from weights may differ in them.
     INIT_ONLY_OPTIONS: ClassVar[tuple[str, ...]] = ("decoder_init_norm",)
+    # Tensors stored as logarithms, where -inf stands for 0 (an imported JumpReLU's zero threshold).
+    LOG_TENSORS: ClassVar[tuple[str, ...]] = ()
     # Tensors kept float32 whatever dtype the module is moved to (thresholds need the precision).
     FLOAT32_TENSORS: ClassVar[tuple[str, ...]] = ()
     HAS_B_ENC: ClassVar[bool] = True

@@ -12,9 +12,10 @@ import json
 import os
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import MonosemanticError
 from ..folders import replacing_folder
@@ -50,10 +51,26 @@ def save_dictionary(dictionary: Dictionary, folder: str | os.PathLike, *, overwr
             return folder
         _check_replaceable(folder, overwrite)
     with replacing_folder(folder, "saving") as staging:
-        save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+        (staging / WEIGHTS_NAME).write_bytes(
+            weights_bytes(tensors, {"format": "pt", "format_version": str(FORMAT_VERSION)}))
         _write_json(staging / CONFIG_NAME, config_dict)
         _fsync_path(staging / WEIGHTS_NAME)
     return folder
+
+
+def weights_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors file of ``tensors``, byte for byte the same for the same tensors and metadata.
+
+    safetensors writes its metadata from a hash map, in an order that changes from one save to the
+    next; here it is sorted, so that a checksum of the file can stand for the dictionary.
+    """
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text = text.ljust(-(-len(text) // 8) * 8, b" ")  # the format pads its header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def _check_replaceable(folder: Path, overwrite: bool) -> None:
@@ -126,10 +143,16 @@ def load_dictionary_native(folder: str | os.PathLike, device="cpu") -> Dictionar
 
 
 def check_finite(dictionary: Dictionary, where: str | os.PathLike) -> None:
-    """MonosemanticError naming the first tensor that holds NaN or inf: such weights give NaN codes downstream."""
+    """MonosemanticError naming the first tensor that holds NaN or inf: such weights give NaN codes downstream.
+
+    A logarithm (``LOG_TENSORS``) may be -inf, the log of 0.
+    """
     for name, tensor in dictionary.state_dict().items():
         if tensor.is_floating_point():
-            bad = int((~torch.isfinite(tensor)).sum())
+            ok = torch.isfinite(tensor)
+            if name in dictionary.LOG_TENSORS:
+                ok |= tensor == -torch.inf
+            bad = int((~ok).sum())
             if bad:
                 raise MonosemanticError(f"{where}: tensor {name} holds {bad:,} NaN or infinite value(s); the training "
                                         "diverged or the file is damaged; use an earlier checkpoint or retrain")

@@ -38,6 +38,7 @@ class JumpReLUDictionary(Dictionary):
     OPTIONS = {"l0_coeff": 1.0, "bandwidth": 0.001, "initial_threshold": 0.1, "threshold_lr_scale": 30.0}
     INIT_ONLY_OPTIONS = ("decoder_init_norm", "initial_threshold")
     FLOAT32_TENSORS = ("log_threshold",)
+    LOG_TENSORS = ("log_threshold",)
     FORMER_DEFAULTS = {"threshold_lr_scale": 1.0}
 
     def __init__(self, config):

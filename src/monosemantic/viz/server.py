@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import MonosemanticError
@@ -35,10 +36,6 @@ def _handler_for(app: DashboardApp, quiet: bool, timeout: float):
     class Handler(BaseHTTPRequestHandler):
         server_version = "monosemantic"
 
-        def setup(self):
-            self.timeout = timeout  # BaseHTTPRequestHandler sets it on the socket
-            super().setup()
-
         def do_GET(self):
             if self._host_allowed():
                 self._answer(self._params(self._query()))
@@ -58,9 +55,9 @@ def _handler_for(app: DashboardApp, quiet: bool, timeout: float):
             self._answer({**self._params(self._query()), **self._params(form)})
 
         def _host_allowed(self) -> bool:
-            if self.server.server_address[0] not in _LOOPBACK_ADDRESSES:
+            bound, port = cast(ThreadingHTTPServer, self.server).server_address[:2]
+            if bound not in _LOOPBACK_ADDRESSES:
                 return True  # bound for other machines on purpose: their names cannot be known here
-            port = self.server.server_address[1]
             host = (self.headers.get("Host") or "").strip().lower()
             if host in _LOOPBACK_NAMES or host in {f"{name}:{port}" for name in _LOOPBACK_NAMES}:
                 return True
@@ -97,6 +94,7 @@ def _handler_for(app: DashboardApp, quiet: bool, timeout: float):
             if not quiet:
                 super().log_message(format, *args)
 
+    Handler.timeout = timeout  # seconds per socket read or write (StreamRequestHandler.setup applies it)
     return Handler
 
 
