@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,20 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(tiny_model_dir, tmp_path
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["store", str(out), "--verify"]).exit_code == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_training_on_a_damaged_store_is_the_stores_one_line_error(made, tmp_path, damage):
+    store = tmp_path / "store"
+    shutil.copytree(made["store"], store)
+    shard = store / "shard_00000.safetensors"
+    if damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    else:
+        shard.unlink()
+    result = runner.invoke(app, ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--option", "k=8",
+                                 "--tokens", "2048", "--batch-size", "256"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "shard_00000.safetensors" in lines[0] and "re-harvest" in lines[0], result.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing trained or saved
