@@ -371,7 +371,6 @@ def evaluate(
     from .evaluation import run_suite, training_record, write_report
 
     _check_out(out or dictionary / "eval")
-
     loaded, lm = _dictionary_and_model(dictionary, model, device, threads)
     if context is not None:
         lm.check_context(context)

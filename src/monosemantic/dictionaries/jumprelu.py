@@ -39,6 +39,7 @@ class JumpReLUDictionary(Dictionary):
     INIT_ONLY_OPTIONS = ("decoder_init_norm", "initial_threshold")
     FLOAT32_TENSORS = ("log_threshold",)
     LOG_TENSORS = ("log_threshold",)
+    CALIBRATES = True  # an untrained copy's thresholds are set from rows (see calibrate_)
     FORMER_DEFAULTS = {"threshold_lr_scale": 1.0}
 
     def __init__(self, config):
@@ -66,8 +67,6 @@ class JumpReLUDictionary(Dictionary):
 
     def _activate(self, pre_NF: Tensor) -> Tensor:
         return jumprelu(pre_NF, self.threshold, self.options["bandwidth"])
-
-    CALIBRATES = True
 
     @torch.no_grad()
     def calibrate_(self, x_ND: Tensor, l0: float | None = None, batch_size: int = 4096) -> None:
