@@ -38,15 +38,19 @@ _guard = threading.Lock()
 
 
 def lock_path(folder: str | Path) -> Path:
-    """The lock file of ``folder``: a hidden sibling, so that replacing the folder keeps it."""
-    folder = Path(folder).expanduser().absolute()
+    """The lock file of ``folder``: a hidden sibling, so that replacing the folder keeps it.
+
+    Symbolic links are followed, so that two names of one folder share its lock.
+    """
+    folder = Path(folder).expanduser().resolve()
     return folder.with_name(f".{folder.name}.lock")
 
 
 @contextmanager
 def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s writer lock for the block; :class:`FolderBusyError` if another process holds it."""
-    if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 holds it for the job
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+        # A torchrun rank other than 0: rank 0 holds the lock for the whole job.
         yield
         return
     path = lock_path(folder)
