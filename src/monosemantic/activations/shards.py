@@ -140,9 +140,8 @@ def check_shard_layout(folder: Path, record: ShardRecord, settings) -> None:
     expected[WINDOW_FIELD] = ([record.window_end - record.window_start, settings.context_length],
                               FIELD_DTYPES[WINDOW_FIELD])
     with open_shard(folder, record) as reader:
-        names = reader.keys()  # a safetensors reader, not a dict
-        found = {name: (list(reader.get_slice(name).get_shape()), reader.get_slice(name).get_dtype())
-                 for name in names}
+        slices = {name: reader.get_slice(name) for name in reader.keys()}  # noqa: SIM118 - a reader, not a dict
+        found = {name: (list(piece.get_shape()), piece.get_dtype()) for name, piece in slices.items()}
     for name, (shape, dtype) in expected.items():
         if name not in found:
             raise StoreError(f"{record.file} has no tensor {name!r}, which the manifest lists; the manifest or the "

@@ -29,6 +29,7 @@ from ..baselines import fit_baseline
 from ..data import storable_mask
 from ..dictionaries import Dictionary, dictionary_from_config
 from ..errors import MonosemanticError
+from ..models import eval_mode
 from .absorption import absorption
 from .clustering import cluster_codes
 from .corpus import EvalCorpus, resolve_corpus
@@ -89,10 +90,8 @@ def untrained_copy(dictionary: Dictionary, seed: int, rows_ND: Tensor | None = N
         copy = dictionary_from_config(dictionary.config).to(dictionary.W_dec.device)
     if rows_ND is not None and copy.CALIBRATES:
         rows_ND = rows_ND.to(copy.W_dec.device)
-        training = dictionary.training
-        with torch.no_grad():
-            l0 = float((dictionary.eval().encode(rows_ND) != 0).sum(-1).float().mean())
-        dictionary.train(training)
+        with torch.no_grad(), eval_mode(dictionary):
+            l0 = float((dictionary.encode(rows_ND) != 0).sum(-1).float().mean())
         copy.calibrate_(rows_ND, l0)
     return copy.eval()
 

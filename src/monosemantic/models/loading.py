@@ -188,7 +188,7 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
             raise MonosemanticError(f"threads={threads!r} is invalid; expected an integer >= 1 (--threads), or none "
                                     "for torch's default")
         torch.set_num_threads(threads)
-    resolve_device(device)  # a bad device fails before the model loads
+    resolved = resolve_device(device)  # a bad device fails before the model loads
     if (random := random_init_spec(spec)) is not None:
         # The control model: the base's architecture and tokenizer, weights from the seed.
         return randomly_initialised(load_model(random[0], device=device, dtype=dtype), random[1])
@@ -203,5 +203,5 @@ def load_model(spec: str = "smollm2-135m", *, device: str | torch.device = "cpu"
             f"or in the local cache, a local folder, a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}"
         ) from e
     # transformers wraps `to` with functools.wraps(nn.Module.to), which pyright binds without self.
-    model.to(resolve_device(device)).eval()  # pyright: ignore[reportArgumentType]
+    model.to(resolved).eval()  # pyright: ignore[reportArgumentType]
     return LanguageModel(model=model, tokenizer=tokenizer, name=spec, source=source)

@@ -47,10 +47,10 @@ def _handler_for(app: DashboardApp, quiet: bool, timeout: float):
             if not given.isdigit():
                 self._send(_text(400, f"Content-Length {given[:20]!r} is not a byte count"))
                 return
-            if int(given) > MAX_BODY_BYTES:
+            length = int(given)
+            if length > MAX_BODY_BYTES:
                 self._send(_text(413, f"request body too large; at most {MAX_BODY_BYTES:,} bytes"))
                 return
-            length = int(given)
             form = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
             self._answer({**self._params(self._query()), **self._params(form)})
 
