@@ -251,6 +251,11 @@ class Dictionary(nn.Module):
         return [self.config.site_in]
 
     @property
+    def is_transcoder(self) -> bool:
+        """Whether it predicts another site's rows (targets) rather than reconstructing its input."""
+        return self.config.is_transcoder
+
+    @property
     def apply_b_dec_to_input(self) -> bool:
         """Whether inputs are centred by ``b_dec`` before encoding (autoencoders, not transcoders)."""
         return self.options["apply_b_dec_to_input"]

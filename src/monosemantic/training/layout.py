@@ -45,7 +45,7 @@ def check_fits(name: str, dictionary: Dictionary, layout: Layout) -> None:
         got, want = _shape_words(layout.input_shape, "width"), _shape_words(expected, "d_in=")
         raise MonosemanticError(f"{layout.what} rows have {got} but dictionary {name!r} expects {want}; "
                                 "build the dictionary for these sites or pick the matching sites")
-    if dictionary.config.is_transcoder and len(expected) == 1:
+    if dictionary.is_transcoder:
         if layout.target_width is None:
             raise MonosemanticError(f"dictionary {name!r} is a transcoder but {layout.what} gives no target rows; "
                                     "give the source an output site (site_out)")

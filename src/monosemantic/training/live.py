@@ -24,10 +24,15 @@ from .seeds import generator
 
 
 class LiveSource:
-    """Rows of ``site_in`` (and ``site_out`` for transcoders, or ``sites`` for crosscoders) of ``lm``."""
+    """Rows of ``site_in`` (and ``site_out`` for transcoders, or ``sites`` for crosscoders) of ``lm``.
+
+    ``sites`` with ``sites_out`` gives rows ``[N, S, D]`` and targets ``[N, S, D_out]``, every
+    pair read in the same forward: transcoders at many layers (``transcoders``, ``clt``).
+    """
 
     def __init__(self, lm, site_in: str | None = None, site_out: str | None = None, *,
-                 sites: Sequence[str] | None = None, corpus: CorpusSpec = "stdlib", context_length: int = 128,
+                 sites: Sequence[str] | None = None, sites_out: Sequence[str] | None = None,
+                 corpus: CorpusSpec = "stdlib", context_length: int = 128,
                  buffer_batches: int = 4, model_batch_size: int = 16, prepend_bos: bool = False,
                  exclude_special: bool = True, skip_first: bool = True, holdout: float = DEFAULT_HOLDOUT):
         if sites is not None and (site_in is not None or site_out is not None):
@@ -37,12 +42,20 @@ class LiveSource:
         for name, value in (("buffer_batches", buffer_batches), ("model_batch_size", model_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MonosemanticError(f"LiveSource {name}={value!r} is invalid; expected an integer >= 1")
+        if sites_out is not None and (sites is None or len(sites_out) != len(sites)):
+            raise MonosemanticError("sites_out=[...] pairs with sites=[...], one output site per input site (e.g. "
+                                    "blocks.L.mlp_in -> blocks.L.mlp_out for transcoders at every layer)")
         lm.check_context(context_length)
         self.lm, self.corpus = lm, text_source(corpus)
         self.multi_site = sites is not None  # rows [N, S, D] over several sites
-        wanted = list(sites) if sites is not None else [site_in] + ([site_out] if site_out not in (None, site_in)
-                                                                    else [])
+        if sites is not None:
+            wanted = list(sites) + [s for s in (sites_out or []) if s not in sites]
+        else:
+            wanted = [site_in] + ([site_out] if site_out not in (None, site_in) else [])
         self.sites = lm.resolve_sites(wanted)
+        self.inputs = lm.resolve_sites(list(sites)) if sites is not None else self.sites[:1]
+        self.outputs = lm.resolve_sites(list(sites_out)) if sites_out is not None else (
+            self.sites[1:] if sites is None else [])
         self.context_length, self.buffer_batches = context_length, buffer_batches
         self.model_batch_size = model_batch_size
         self.prepend_bos, self.skip_first = prepend_bos, skip_first
@@ -52,14 +65,19 @@ class LiveSource:
         self.layout = self._layout()
 
     def _layout(self) -> Layout:
-        widths = [self.lm.width(s) for s in self.sites]
+        widths = [self.lm.width(s) for s in self.inputs]
         what = f"model {self.lm.name} site {self.sites[0]!r}"
         if self.multi_site:
-            if len(self.sites) < 2 or len(set(widths)) != 1:
-                raise MonosemanticError(f"crosscoder sites {self.sites} (widths {widths}) are invalid; expected two "
+            out_widths = [self.lm.width(s) for s in self.outputs]
+            if self.outputs and (len(set(widths)) != 1 or len(set(out_widths)) != 1):
+                raise MonosemanticError(f"sites {self.inputs} -> {self.outputs} (widths {widths} -> {out_widths}) "
+                                        "are invalid; expected input sites of one width and output sites of one width")
+            if not self.outputs and (len(self.inputs) < 2 or len(set(widths)) != 1):
+                raise MonosemanticError(f"crosscoder sites {self.inputs} (widths {widths}) are invalid; expected two "
                                         "or more sites of one width")
-            return Layout((len(self.sites), widths[0]), None, f"model {self.lm.name} sites {self.sites}")
-        return Layout((widths[0],), widths[1] if len(self.sites) == 2 else None, what)
+            return Layout((len(self.inputs), widths[0]), out_widths[0] if out_widths else None,
+                          f"model {self.lm.name} sites {self.inputs}")
+        return Layout((widths[0],), self.lm.width(self.outputs[0]) if self.outputs else None, what)
 
     def describe(self) -> dict:
         """The text and windows these rows come from, so evaluation can find the windows never trained on."""
@@ -116,5 +134,6 @@ class LiveSource:
 
     def _batch(self, rows: dict[str, Tensor]) -> Batch:
         if self.multi_site:
-            return Batch(torch.stack([rows[s] for s in self.sites], dim=1), None)
-        return Batch(rows[self.sites[0]], rows[self.sites[1]] if len(self.sites) == 2 else None)
+            target = torch.stack([rows[s] for s in self.outputs], dim=1) if self.outputs else None
+            return Batch(torch.stack([rows[s] for s in self.inputs], dim=1), target)
+        return Batch(rows[self.inputs[0]], rows[self.outputs[0]] if self.outputs else None)

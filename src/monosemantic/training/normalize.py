@@ -68,7 +68,10 @@ def estimate_scales(sample: Batch, n_sites: int = 1) -> Scales:
     if n_sites > 1:
         # Sources (layers, models) differ in size, and a crosscoder folds one scale per source.
         per_source = tuple(_scale(sample.x[:, s], f"source {s} input") for s in range(sample.x.shape[1]))
-        return Scales(per_source, per_source)
+        if sample.target is None:
+            return Scales(per_source, per_source)
+        return Scales(per_source, tuple(_scale(sample.target[:, s], f"source {s} target")
+                                        for s in range(sample.target.shape[1])))
     scale_in = _scale(sample.x, "input")
     return Scales(scale_in, scale_in if sample.target is None else _scale(sample.target, "target"))
 
