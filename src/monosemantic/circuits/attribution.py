@@ -143,6 +143,35 @@ class Attribution:
         return self.n_features + len(self.layers) * self.n_positions + position
 
 
+def normalised_magnitudes(row: Tensor) -> Tensor:
+    magnitude = row.abs().double()
+    total = magnitude.sum()
+    return magnitude / total if total > 0 else magnitude
+
+
+def influence(a: Attribution) -> Tensor:
+    """``[n_inputs]``: each input's influence on the target over the rows computed so far.
+
+    The sum over paths to the target of the products of normalised edge magnitudes (each row
+    divided by its total absolute weight); paths end at features whose rows are not computed,
+    at errors and at tokens.
+    """
+    expanded = [n for n in a.rows if n != TARGET]
+    current = normalised_magnitudes(a.rows[TARGET])
+    total = torch.zeros_like(current)
+    if expanded:
+        ids = torch.tensor(expanded)
+        rows = torch.stack([normalised_magnitudes(a.rows[n]) for n in expanded])
+    for _ in range(len(a.layers) + 2):  # a feature feeds later layers only, so paths are this short
+        total += current
+        if not expanded:
+            break
+        current = current[ids] @ rows
+        if float(current.sum()) < 1e-12:
+            break
+    return total
+
+
 class Tracer:
     """One linearised forward of a prompt, and the adjacency rows computed from it."""
 
@@ -159,7 +188,7 @@ class Tracer:
             pres.append(run.inputs.pre[i].detach()[pos_f[:, 0], pos_f[:, 1]])
         errors = torch.stack([run.inputs.errors[i].detach().float().norm(dim=-1) for i in range(L)])
         self.attribution = Attribution(ids_S=ids_S.cpu(), layers=list(replacement.layers), target=target,
-                                       target_value=float(run.target), feature_index=torch.cat(index).cpu(),
+                                       target_value=float(run.target.detach()), feature_index=torch.cat(index).cpu(),
                                        feature_value=torch.cat(values).float().cpu(),
                                        feature_pre=torch.cat(pres).float().cpu(), error_norm=errors.cpu())
         self._inputs = [run.inputs.leaves[i] for i in range(L)] + [run.inputs.errors[i] for i in range(L)] \
@@ -205,8 +234,6 @@ def attribute(replacement: Replacement, ids_S: Tensor, target: TargetSpec, *, ma
     is recomputed over the rows known so far and the most influential unexpanded features are
     next. ``max_feature_nodes=None`` expands every active feature.
     """
-    from .graph import influence
-
     tracer = Tracer(replacement, ids_S, target)
     a = tracer.attribution
     tracer.compute_rows([TARGET])

@@ -30,34 +30,10 @@ import torch
 from torch import Tensor
 
 from ..errors import MonosemanticError
-from .attribution import TARGET, Attribution
+from .attribution import TARGET, Attribution, influence, normalised_magnitudes
 
 SCHEMA = "monosemantic.attribution-graph"
 SCHEMA_VERSION = 1
-
-
-def _normalised(row: Tensor) -> Tensor:
-    magnitude = row.abs().double()
-    total = magnitude.sum()
-    return magnitude / total if total > 0 else magnitude
-
-
-def influence(a: Attribution) -> Tensor:
-    """``[n_inputs]``: each input's influence on the target over the rows computed so far."""
-    expanded = [n for n in a.rows if n != TARGET]
-    current = _normalised(a.rows[TARGET])
-    total = torch.zeros_like(current)
-    if expanded:
-        ids = torch.tensor(expanded)
-        rows = torch.stack([_normalised(a.rows[n]) for n in expanded])
-    for _ in range(len(a.layers) + 2):  # a feature feeds later layers only, so paths are this short
-        total += current
-        if not expanded:
-            break
-        current = current[ids] @ rows
-        if float(current.sum()) < 1e-12:
-            break
-    return total
 
 
 @dataclass(frozen=True)
@@ -137,7 +113,7 @@ def build_graph(a: Attribution, tokenizer, *, node_threshold: float = 0.8, edge_
     candidates = []  # (influence, source input, target node, weight)
     for target in [TARGET, *kept_features]:
         weight_in = 1.0 if target == TARGET else float(infl[target])
-        row, share = a.rows[target], _normalised(a.rows[target])
+        row, share = a.rows[target], normalised_magnitudes(a.rows[target])
         for source in torch.nonzero(row).flatten().tolist():
             if source < a.n_features and source not in node_ids:
                 continue

@@ -99,10 +99,11 @@ def _norm_hook(name: str, freeze: Freeze, module: nn.Module):
 def _gain(name: str, module: nn.Module, normed: Tensor, out: Tensor, layer_norm: bool) -> Tensor | None:
     """The per-channel gain the norm applies: its weight, or 1 + weight (Gemma), checked on its own output."""
     weight = getattr(module, "weight", None)
-    bias = module.bias if layer_norm and getattr(module, "bias", None) is not None else 0
+    bias = getattr(module, "bias", None) if layer_norm else None
+    bias = bias.detach() if isinstance(bias, Tensor) else None
     for gain in [None] if weight is None else [weight, 1 + weight]:
         y = normed if gain is None else normed * gain.detach().float()
-        if torch.allclose(y + bias, out, rtol=1e-3, atol=1e-4):
+        if torch.allclose(y if bias is None else y + bias, out, rtol=1e-3, atol=1e-4):
             return None if gain is None else gain.detach()
     raise MonosemanticError(f"normalisation {name} ({type(module).__name__}) is neither x*scale*w nor "
                             "x*scale*(1+w); attribution cannot freeze it")

@@ -170,7 +170,7 @@ def evaluate_replacement(replacement: Replacement, windows_WS: Tensor | None = N
     stored_WS = storable_mask(windows_WS, lm.tokenizer.all_special_ids)
     scored_WS = stored_WS.clone()
     scored_WS[:, -1] = False
-    totals = dict.fromkeys(("clean", "replaced", "zero", "kl", "l0"), 0.0)
+    totals: dict[str, float] = dict.fromkeys(("clean", "replaced", "zero", "kl"), 0.0)
     counter = _Counter()
     with torch.inference_mode():
         for start in range(0, windows_WS.shape[0], batch_size):

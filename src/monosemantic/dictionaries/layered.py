@@ -208,6 +208,14 @@ class LayeredTranscoder(Dictionary):
 
     # ----- training support --------------------------------------------------------------------
 
+    def _decode_dense(self, codes_NF: Tensor) -> Tensor:
+        """``[N, S, D_out]`` decoder outputs of dense codes, without biases or skip path."""
+        raise NotImplementedError
+
+    def _decode_selected(self, codes: SparseCodes) -> Tensor:
+        """``_decode_dense`` of the selected entries."""
+        raise NotImplementedError
+
     def _decoders(self) -> list[Tensor]:
         """Each source layer's decoder as ``[F, width]`` rows (a latent's whole output is one row)."""
         raise NotImplementedError
