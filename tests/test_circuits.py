@@ -17,6 +17,7 @@ from monosemantic.circuits.attribution import (
     linear_forward,
 )
 from monosemantic.circuits.graph import SCHEMA_VERSION, build_graph, load_graph, scores
+from monosemantic.circuits.intervene import FeatureEdit, intervene
 from monosemantic.circuits.linearise import frozen
 from monosemantic.circuits.replacement import Editor, Replacement, evaluate_replacement
 from monosemantic.circuits.trace import trace
@@ -452,3 +453,61 @@ def test_trace_refuses_bad_prompts_and_targets(lm):
     graph = trace(replacement, PROMPT, " +", minus=" -", max_feature_nodes=8, progress=False)
     assert graph.meta["target"]["text"] == " +" and graph.meta["target"]["minus_text"] == " -"
     assert graph.scores["expanded_features"] == 8
+
+
+# ----- interventions -------------------------------------------------------------------------------
+
+
+def test_edits_that_change_nothing_leave_every_run_as_the_model(lm, traced):
+    replacement, ids, target, tracer = traced
+    a = tracer.attribution
+    i, p, f = a.feature_index[0].tolist()
+    keep = [FeatureEdit(layer=replacement.layers[i], latent=f, position=p, value=None, add=0.0)]
+    for model in ("replacement", "real"):
+        result = intervene(replacement, ids, keep, target, model=model)
+        assert result.target_after == result.target_before == pytest.approx(a.target_value, abs=1e-4)
+        assert result.changes == ()
+
+
+def test_holding_features_an_ablation_moves_the_target_by_minus_its_edge(traced):
+    """The graph's claim, checked through the intervention API: direct effects only."""
+    replacement, ids, target, tracer = traced
+    a = tracer.attribution
+    row = a.rows[TARGET]
+    for node in row[:a.n_features].abs().argsort(descending=True)[:3].tolist():
+        i, p, f = a.feature_index[node].tolist()
+        edit = FeatureEdit(layer=replacement.layers[i], latent=f, position=p, value=0.0)
+        result = intervene(replacement, ids, [edit], target, hold_features=True)
+        tolerance = 1e-6 * float(row.abs().sum()) + 1e-5
+        assert result.target_change == pytest.approx(-float(row[node]), abs=tolerance)
+        assert [(c.layer, c.position, c.latent, c.after) for c in result.changes] == [(edit.layer, p, f, 0.0)]
+
+
+def test_ablating_in_the_replacement_and_the_real_model_spreads_downstream(traced):
+    replacement, ids, target, tracer = traced
+    a = tracer.attribution
+    first_layer = a.feature_index[:, 0] == 0
+    node = int((a.feature_value * first_layer).argmax())
+    i, p, f = a.feature_index[node].tolist()
+    steer = FeatureEdit(layer=replacement.layers[i], latent=f, position=p, value=None, add=5.0)
+    for model in ("replacement", "real"):
+        result = intervene(replacement, ids, [steer], target, model=model)
+        assert result.target_change != 0
+        edited = [c for c in result.changes if (c.layer, c.position, c.latent) == (steer.layer, p, f)]
+        assert edited and edited[0].after == pytest.approx(edited[0].before + 5.0)
+        assert any(c.layer > steer.layer for c in result.changes), model  # later features responded
+
+
+def test_bad_interventions_are_refused(lm):
+    replacement = Replacement(lm, _transcoders("transcoders"))
+    ids = lm.tokenizer(PROMPT, return_tensors="pt").input_ids[0]
+    target = TargetSpec(lm.tokenizer.encode(" +")[0])
+    for edits, message in (([], "no edits"), ([FeatureEdit(layer=9, latent=0)], "cover layers"),
+                           ([FeatureEdit(layer=0, latent=999)], "latents 0-31"),
+                           ([FeatureEdit(layer=0, latent=1, position=99)], "has 10 tokens")):
+        with pytest.raises(MonosemanticError, match=message):
+            intervene(replacement, ids, edits, target)
+    with pytest.raises(MonosemanticError, match="expected one of replacement, real"):
+        intervene(replacement, ids, [FeatureEdit(0, 1)], target, model="fake")
+    with pytest.raises(MonosemanticError, match="hold_features applies"):
+        intervene(replacement, ids, [FeatureEdit(0, 1)], target, model="real", hold_features=True)

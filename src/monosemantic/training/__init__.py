@@ -21,11 +21,11 @@ from .layout import Batch, Layout
 from .live import LiveSource
 from .metrics import read_metrics
 from .normalize import Scales
-from .recipes import sweep_from_store, train_from_store, train_live
+from .recipes import sweep_from_store, train_every_layer, train_from_store, train_live
 from .sources import BatchSource, StoreSource, TensorSource
 from .sweep import DictionarySpec, build_dictionaries, dictionary_name, sweep, sweep_specs
 from .trainer import Trainer, TrainResult
 
 __all__ = ["Batch", "BatchSource", "DictionarySpec", "Layout", "LiveSource", "Scales", "StoreSource",
            "TensorSource", "TrainConfig", "TrainResult", "Trainer", "build_dictionaries", "dictionary_name",
-           "read_metrics", "sweep", "sweep_from_store", "sweep_specs", "train_from_store", "train_live"]
+           "read_metrics", "sweep", "sweep_from_store", "sweep_specs", "train_every_layer", "train_from_store", "train_live"]

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
+
 from ..activations import ActivationStore
 from ..data import CorpusSpec
+from ..dictionaries import make_dictionary
+from ..errors import MonosemanticError
 from .config import TrainConfig
 from .live import LiveSource
 from .sources import StoreSource
-from .sweep import DictionarySpec, build_dictionaries, dictionary_name, sweep
+from .sweep import DictionarySpec, build_dictionaries, check_expansion, dictionary_name, sweep
 from .trainer import Trainer, TrainResult
 
 
@@ -76,3 +80,30 @@ def train_live(lm, out_dir: str | Path, *, arch: str, config: TrainConfig, site_
     dictionaries = build_dictionaries({dictionary_name(spec): spec}, layout.input_shape[-1],
                                       d_out=layout.target_width, skip=skip, seed=config.seed, **recorded)
     return Trainer(dictionaries, config, out_dir).fit(source, progress=progress)
+
+
+def train_every_layer(lm, out_dir: str | Path, *, arch: str = "transcoders", config: TrainConfig,
+                      layers: Sequence[int] | None = None, corpus: CorpusSpec = "stdlib", context_length: int = 128,
+                      expansion: float = 8, options: Mapping | None = None, skip: bool = False,
+                      model_batch_size: int = 16, progress: bool = True) -> TrainResult:
+    """Transcoders (``transcoders`` or ``clt``) from every layer's MLP input to its output, in one live pass.
+
+    ``expansion`` counts latents per layer and input dimension (a layer gets ``expansion * d``
+    latents). Saved as ``out_dir/{arch}_{sparsity}_x{expansion}/``; rerunning resumes.
+    """
+    layers = list(range(lm.n_layers)) if layers is None else list(layers)
+    if not layers or any(isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < lm.n_layers for x in layers):
+        raise MonosemanticError(f"layers {layers} are invalid; expected layer numbers in 0-{lm.n_layers - 1}")
+    sites_in = [f"blocks.{layer}.mlp_in" for layer in layers]
+    sites_out = [f"blocks.{layer}.mlp_out" for layer in layers]
+    source = LiveSource(lm, sites=sites_in, sites_out=sites_out, corpus=corpus, context_length=context_length,
+                        model_batch_size=model_batch_size)
+    spec = DictionarySpec(arch, expansion, {**(options or {}), "sites_in": sites_in, "sites_out": sites_out})
+    d_in, d_out = source.layout.input_shape[-1], source.layout.target_width
+    per_layer = max(1, round(check_expansion(expansion) * d_in))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        dictionary = make_dictionary(arch, d_in, per_layer * len(layers), d_out=d_out, skip=skip, model=lm.name,
+                                     **spec.options)
+    name = dictionary_name(DictionarySpec(arch, expansion, dict(options or {})))
+    return Trainer({name: dictionary}, config, out_dir).fit(source, progress=progress)
