@@ -200,3 +200,65 @@ def test_live_app_prompt_colours_match_the_library(browser, live, built):
     browser.find_element(By.ID, "run").click()
     error = WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.ID, "error")))
     assert "reads at most 256" in error.text
+
+
+@pytest.fixture(scope="module")
+def graph_page(tiny_model_dir, tmp_path_factory):
+    from monosemantic.circuits import Replacement, trace
+    from monosemantic.models import load_model
+    from monosemantic.viz import write_graph_page
+    from test_circuits import PROMPT, _transcoders
+
+    lm = load_model(str(tiny_model_dir("llama")))
+    graph = trace(Replacement(lm, _transcoders("clt")), PROMPT, " +", minus=" -", progress=False)
+    folder = tmp_path_factory.mktemp("graph")
+    features = [n for n in graph.nodes if n["kind"] == "feature"]
+    for node in features:
+        page = folder / f"layer_{node['layer']}" / f"{node['latent']}.html"
+        page.parent.mkdir(exist_ok=True)
+        page.write_text(f"<html><head><title>feature {node['layer']}/{node['latent']}</title></head></html>")
+    examples = {(n["layer"], n["latent"]): [ATTACK, f"example of {n['latent']}"] for n in features}
+    path = write_graph_page(graph, folder / "graph.html", feature_href="layer_{layer}/{latent}.html",
+                            examples=examples)
+    return graph, path
+
+
+def test_graph_page_draws_every_node_and_edge_with_its_numbers(browser, graph_page):
+    graph, path = graph_page
+    browser.get(path.as_uri())
+    shown = {e.get_attribute("data-node"): e for e in browser.find_elements(By.CSS_SELECTOR, "g.node")}
+    assert set(shown) == {n["id"] for n in graph.nodes}
+    for node in graph.nodes:
+        assert float(shown[node["id"]].get_attribute("data-influence")) == node["influence"]
+        if node["kind"] == "feature":
+            assert float(shown[node["id"]].get_attribute("data-activation")) == node["activation"]
+    lines = browser.find_elements(By.CSS_SELECTOR, "line.edge")
+    drawn = {(e.get_attribute("data-source"), e.get_attribute("data-target"), float(e.get_attribute("data-weight")))
+             for e in lines}
+    assert drawn == {(e["source"], e["target"], e["weight"]) for e in graph.edges}
+    laid_out = browser.execute_script("return Array.from(document.querySelectorAll('line.edge'))"
+                                      ".filter(function (l) { var r = l.getBoundingClientRect();"
+                                      " return r.width + r.height > 0; }).length;")
+    assert laid_out == len(lines) > 0
+    assert_not_blank(browser.get_screenshot_as_png())
+    assert_no_alert(browser)
+    assert "<script>alert" not in browser.page_source
+
+
+def test_graph_page_hover_shows_the_card_and_a_click_opens_the_feature_page(browser, graph_page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    graph, path = graph_page
+    browser.get(path.as_uri())
+    node = max((n for n in graph.nodes if n["kind"] == "feature"), key=lambda n: n["influence"])
+    group = browser.find_element(By.CSS_SELECTOR, f'g.node[data-node="{node["id"]}"]')
+    card = group.find_element(By.CSS_SELECTOR, ".card")
+    assert not card.is_displayed()
+    ActionChains(browser).move_to_element(group.find_element(By.TAG_NAME, "circle")).perform()
+    WebDriverWait(browser, 10).until(lambda _d: card.is_displayed())
+    text = card.text
+    assert f"feature {node['latent']} of layer {node['layer']}" in text
+    assert f"example of {node['latent']}" in text and "<script>alert(1)" in text  # escaped, shown as text
+    assert_no_alert(browser)
+    group.find_element(By.TAG_NAME, "circle").click()
+    WebDriverWait(browser, 10).until(lambda d: d.title == f"feature {node['layer']}/{node['latent']}")

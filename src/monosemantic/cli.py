@@ -653,6 +653,103 @@ def convert(
 
 @app.command()
 @_friendly
+def replace(
+    out: OutOpt,
+    model: ModelOpt = "smollm2-135m",
+    arch: Annotated[str, typer.Option(help="transcoders (one per layer) or clt (cross-layer transcoder).")
+                    ] = "transcoders",
+    expansion: Annotated[float, typer.Option(help="Latents per layer / width.")] = 4,
+    k: Annotated[int, typer.Option(help="Active latents per layer and token.")] = 16,
+    skip: Annotated[bool, typer.Option(help="A linear skip path per layer.")] = False,
+    layers: Annotated[str | None, typer.Option(help="Layers to cover, e.g. 0,1,2 (default: all).")] = None,
+    corpus: Annotated[str, typer.Option(help="Training text (as for harvest).")] = "stdlib",
+    context: Annotated[int, typer.Option(help="Tokens per context window.")] = 128,
+    config: ConfigOpt = None, tokens: TokensOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None,
+    seed: SeedOpt = None,
+    evaluate_windows: Annotated[int, typer.Option(help="Held-out windows for the replacement's loss (0: skip).")
+                                ] = 32,
+    device: DeviceOpt = "cpu", threads: ThreadsOpt = None,
+):
+    """Train transcoders at every layer from one live pass (a replacement model) and report its loss recovered."""
+    from .circuits import Replacement, evaluate_replacement
+    from .training import train_every_layer
+
+    _check_out(out)
+    _check_device(device)
+    cfg = _train_config(config, {"total_tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                 "device": device})
+    lm = _load(model, device, "float32", threads)
+    chosen = None if layers is None else [int(x) for x in _numbers(layers)]
+    result = train_every_layer(lm, out, arch=arch, config=cfg, layers=chosen, corpus=corpus, context_length=context,
+                               expansion=expansion, options={"k": k}, skip=skip)
+    _print_training(result, out)
+    if evaluate_windows:
+        (name, transcoders), = result.dictionaries.items()
+        replacement = Replacement(lm, transcoders.to(lm.device), require_all=False)
+        scored = evaluate_replacement(replacement, corpus=corpus, n_windows=evaluate_windows, context_length=context)
+        (out / name / "replacement.json").write_text(json.dumps(scored.to_dict(), indent=1))
+        typer.echo(f"replacement model ({len(scored.layers)} layers spliced at once, {scored.n_tokens:,} held-out "
+                   f"tokens): loss recovered {scored.loss_recovered:.3f}, KL {scored.kl_replaced:.3f} nats, CE "
+                   f"{scored.ce_clean:.3f} -> {scored.ce_replaced:.3f} (all MLPs zeroed: {scored.ce_zero:.3f}); "
+                   f"written to {out / name / 'replacement.json'}")
+
+
+def _transcoders_folder(path: Path) -> Path:
+    """A transcoders dictionary folder: ``path`` itself, or the one dictionary of a ``replace`` run folder."""
+    if (path / "config.json").is_file() or (path / "config.yaml").is_file():
+        return path
+    found = sorted(p for p in path.iterdir() if (p / "config.json").is_file()) if path.is_dir() else []
+    if len(found) != 1:
+        raise MonosemanticError(f"{path} is not a transcoders folder (config.json) nor a `monosemantic replace` run "
+                                f"with one; found {len(found)} dictionaries; pass the dictionary's folder")
+    return found[0]
+
+
+@app.command()
+@_friendly
+def trace(
+    transcoders: Annotated[Path, typer.Argument(help="Transcoders at every layer: a `replace` run or its folder.")],
+    prompt: Annotated[str, typer.Argument(help="The prompt, e.g. 'def add(a, b):\\n    return a'.")],
+    target: Annotated[str, typer.Option(help="The next token to explain (one token, e.g. ' +').")],
+    minus: Annotated[str | None, typer.Option(help="Explain target minus this token's logit.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the graph is written (JSON and HTML page).")
+                   ] = Path("graph"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one recorded).")] = None,
+    max_features: Annotated[int, typer.Option(help="Features whose inputs are computed, most influential first.")
+                            ] = 512,
+    node_threshold: Annotated[float, typer.Option(help="Share of influence the kept features cover.")] = 0.8,
+    edge_threshold: Annotated[float, typer.Option(help="Share of influence the kept edges cover.")] = 0.98,
+    device: DeviceOpt = "cpu", threads: ThreadsOpt = None,
+):
+    """Attribution graph of TARGET after PROMPT through the replacement model; writes OUT.json and OUT.html."""
+    from .circuits import Replacement
+    from .circuits import trace as run_trace
+    from .viz import write_graph_page
+
+    _check_out(out.parent if str(out.parent) else Path("."))
+    _check_device(device)
+    folder = _transcoders_folder(transcoders.expanduser())
+    loaded = _load_dictionary(folder)
+    dictionary, lm = _dictionary_and_model(folder, model, device, threads, loaded=loaded)
+    graph = run_trace(Replacement(lm, dictionary), prompt.replace("\\n", "\n"), target, minus=minus,
+                      max_feature_nodes=max_features, node_threshold=node_threshold, edge_threshold=edge_threshold)
+    json_path = graph.save(out.with_suffix(".json"))
+    page = write_graph_page(graph, out.with_suffix(".html"))
+    features = [n for n in graph.nodes if n["kind"] == "feature"]
+    sc = graph.scores
+    typer.echo(f"graph of {graph.meta['target']['text']!r} after {len(graph.meta['tokens'])} tokens: "
+               f"{len(features)} features, {len(graph.edges)} edges kept of {sc['active_features']:,} active "
+               f"features ({sc['expanded_features']} expanded); completeness {sc['completeness']:.3f}, replacement "
+               f"{sc['replacement']:.3f}; {graph.meta['seconds']:.1f} s")
+    for node in sorted(features, key=lambda n: -n["influence"])[:10]:
+        typer.echo(f"  {node['id']:>22}  influence {node['influence']:.3f}  activation {node['activation']:.3g}  "
+                   f"on {node['text']!r}")
+    typer.echo(f"wrote {json_path}")
+    typer.echo(f"page: {page.resolve().as_uri()}")
+
+
+@app.command()
+@_friendly
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo makes.")] = Path("runs/demo"),
     tokens: Annotated[int, typer.Option(help="Tokens to harvest.")] = 300_000,

@@ -28,4 +28,5 @@ from .trainer import Trainer, TrainResult
 
 __all__ = ["Batch", "BatchSource", "DictionarySpec", "Layout", "LiveSource", "Scales", "StoreSource",
            "TensorSource", "TrainConfig", "TrainResult", "Trainer", "build_dictionaries", "dictionary_name",
-           "read_metrics", "sweep", "sweep_from_store", "sweep_specs", "train_every_layer", "train_from_store", "train_live"]
+           "read_metrics", "sweep", "sweep_from_store", "sweep_specs", "train_every_layer", "train_from_store",
+           "train_live"]
