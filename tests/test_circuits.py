@@ -511,3 +511,67 @@ def test_bad_interventions_are_refused(lm):
         intervene(replacement, ids, [FeatureEdit(0, 1)], target, model="fake")
     with pytest.raises(MonosemanticError, match="hold_features applies"):
         intervene(replacement, ids, [FeatureEdit(0, 1)], target, model="real", hold_features=True)
+
+
+# ----- the command line ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replaced(tiny_model_dir, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from monosemantic.cli import app
+
+    out = tmp_path_factory.mktemp("replace") / "run"
+    result = CliRunner().invoke(app, ["replace", "--model", str(tiny_model_dir("llama")), "--out", str(out),
+                                      "--expansion", "1", "--k", "4", "--tokens", "4096", "--batch-size", "512",
+                                      "--context", "64", "--evaluate-windows", "2"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_replace_trains_every_layer_and_reports_the_replacement(replaced):
+    out, output = replaced
+    folder = out / "transcoders_k4_x1"
+    t = load_dictionary_native(folder)
+    assert t.arch == "transcoders" and t.sites == INS and t.sites_out == OUTS and t.d_sae == LAYERS * D
+    scored = json.loads((folder / "replacement.json").read_text())
+    assert scored["layers"] == list(range(LAYERS)) and scored["n_tokens"] > 0
+    assert f"loss recovered {scored['loss_recovered']:.3f}" in output
+
+
+def test_trace_writes_the_graph_its_page_and_feature_pages(replaced, tmp_path):
+    from typer.testing import CliRunner
+
+    from monosemantic.cli import app
+
+    out, _ = replaced
+    result = CliRunner().invoke(app, ["trace", str(out), "def add(a, b):\\n    return a", "--target", " +",
+                                      "--out", str(tmp_path / "g"), "--examples", "4"])
+    assert result.exit_code == 0, result.output
+    graph = load_graph(tmp_path / "g.json")
+    assert graph.meta["prompt"] == PROMPT and graph.meta["target"]["text"] == " +"
+    assert f"completeness {graph.scores['completeness']:.3f}" in result.output
+    page = (tmp_path / "g.html").read_text()
+    features = [n for n in graph.nodes if n["kind"] == "feature"]
+    assert features and all(f'data-node="{n["id"]}"' in page for n in graph.nodes)
+    for node in features:
+        assert (tmp_path / "g_features" / f"layer_{node['layer']}" / f"{node['latent']}.html").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", " return value"], "is 2 tokens"),
+    (["--target", " +", "--max-features", "-1"], "max_feature_nodes=-1"),
+    (["--target", " +", "--node-threshold", "0"], "node_threshold=0.0"),
+])
+def test_trace_bad_input_is_one_line(replaced, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from monosemantic.cli import app
+
+    out, _ = replaced
+    result = CliRunner().invoke(app, ["trace", str(out), PROMPT, "--out", str(tmp_path / "g"), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []

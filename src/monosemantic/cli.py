@@ -719,23 +719,35 @@ def trace(
                             ] = 512,
     node_threshold: Annotated[float, typer.Option(help="Share of influence the kept features cover.")] = 0.8,
     edge_threshold: Annotated[float, typer.Option(help="Share of influence the kept edges cover.")] = 0.98,
+    examples: Annotated[int, typer.Option(help="Held-out windows searched for the kept features' top examples "
+                                               "(0: none).")] = 64,
+    corpus: Annotated[str, typer.Option(help="Text the examples come from.")] = "stdlib",
     device: DeviceOpt = "cpu", threads: ThreadsOpt = None,
 ):
-    """Attribution graph of TARGET after PROMPT through the replacement model; writes OUT.json and OUT.html."""
-    from .circuits import Replacement
+    """Attribution graph of TARGET after PROMPT through the replacement model; writes OUT.json and OUT.html.
+
+    In PROMPT, \\n stands for a newline.
+    """
+    from .circuits import Replacement, feature_examples
     from .circuits import trace as run_trace
-    from .viz import write_graph_page
+    from .evaluation import corpus_windows
+    from .viz import write_graph_site
 
     _check_out(out.parent if str(out.parent) else Path("."))
     _check_device(device)
     folder = _transcoders_folder(transcoders.expanduser())
     loaded = _load_dictionary(folder)
     dictionary, lm = _dictionary_and_model(folder, model, device, threads, loaded=loaded)
-    graph = run_trace(Replacement(lm, dictionary), prompt.replace("\\n", "\n"), target, minus=minus,
+    replacement = Replacement(lm, dictionary)
+    graph = run_trace(replacement, prompt.replace("\\n", "\n"), target, minus=minus,
                       max_feature_nodes=max_features, node_threshold=node_threshold, edge_threshold=edge_threshold)
     json_path = graph.save(out.with_suffix(".json"))
-    page = write_graph_page(graph, out.with_suffix(".html"))
     features = [n for n in graph.nodes if n["kind"] == "feature"]
+    found = None
+    if examples and features:
+        windows = corpus_windows(lm.tokenizer, corpus, n_windows=examples, context_length=128)
+        found = feature_examples(replacement, [(n["layer"], n["latent"]) for n in features], windows)
+    page = write_graph_site(graph, out.with_suffix(".html"), found)
     sc = graph.scores
     typer.echo(f"graph of {graph.meta['target']['text']!r} after {len(graph.meta['tokens'])} tokens: "
                f"{len(features)} features, {len(graph.edges)} edges kept of {sc['active_features']:,} active "

@@ -100,9 +100,7 @@ def scores(a: Attribution, infl: Tensor | None = None) -> dict:
 def build_graph(a: Attribution, tokenizer, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
                 meta: dict | None = None) -> Graph:
     """Prune ``a`` into a ``Graph`` (thresholds are shares of influence kept, in (0, 1])."""
-    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
-        if not 0 < value <= 1:
-            raise MonosemanticError(f"{name}={value!r} is invalid; expected a share of influence in (0, 1]")
+    check_thresholds(node_threshold, edge_threshold)
     infl = influence(a)
     expanded = sorted((n for n in a.rows if n != TARGET), key=lambda n: -float(infl[n]))
     kept_features = _prefix_covering([float(infl[n]) for n in expanded], node_threshold, expanded)
@@ -133,6 +131,13 @@ def build_graph(a: Attribution, tokenizer, *, node_threshold: float = 0.8, edge_
     info = {"tokens": tokens, "layers": a.layers, "target": target, "node_threshold": node_threshold,
             "edge_threshold": edge_threshold, **(meta or {})}
     return Graph(info, scores(a, infl), nodes, edges)
+
+
+def check_thresholds(node_threshold: float, edge_threshold: float) -> None:
+    """MonosemanticError unless both are shares of influence in (0, 1]."""
+    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise MonosemanticError(f"{name}={value!r} is invalid; expected a share of influence in (0, 1]")
 
 
 def _prefix_covering(values: list[float], share: float, items: list) -> list:

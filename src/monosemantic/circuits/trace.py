@@ -9,7 +9,7 @@ import torch
 from ..errors import MonosemanticError
 from ..features.data import dictionary_fingerprint
 from .attribution import TargetSpec, attribute
-from .graph import Graph, build_graph
+from .graph import Graph, build_graph, check_thresholds
 from .replacement import Replacement
 
 
@@ -51,6 +51,7 @@ def trace(replacement: Replacement, prompt: str, target: str | int, *, minus: st
                                           or max_feature_nodes < 0):
         raise MonosemanticError(f"max_feature_nodes={max_feature_nodes!r} is invalid; expected a count >= 0 or None "
                                 "(every active feature)")
+    check_thresholds(node_threshold, edge_threshold)
     start = time.perf_counter()
     a = attribute(replacement, ids_S, spec, max_feature_nodes=max_feature_nodes, progress=progress)
     meta = {"model": lm.describe(), "prompt": prompt, "transcoders": replacement.transcoders.config.to_dict(),

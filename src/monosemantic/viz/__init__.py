@@ -10,11 +10,12 @@
 """
 
 from .app import DashboardApp, PromptRunner, Response
-from .graph_page import graph_html, write_graph_page
+from .graph_page import graph_html, write_graph_page, write_graph_site
 from .prompt_page import prompt_html
 from .server import build_app, make_server, server_url
 from .site import build_dashboard, read_dashboard
 from .tokens import act_colour, token_spans_html
 
 __all__ = ["DashboardApp", "PromptRunner", "Response", "act_colour", "build_app", "build_dashboard", "graph_html",
-           "make_server", "prompt_html", "read_dashboard", "server_url", "token_spans_html", "write_graph_page"]
+           "make_server", "prompt_html", "read_dashboard", "server_url", "token_spans_html", "write_graph_page",
+           "write_graph_site"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..features.shading import visible_token
 from .markup import esc, number
+from .tokens import TOKEN_CSS, token_spans_html
 
 COLUMN, ROW, MARGIN, CARD_WIDTH = 96, 46, 40, 300
 CSS = """
@@ -164,3 +165,34 @@ def _card_lines(node: dict, examples: Sequence[str]) -> list[str]:
     else:
         lines = ["target", f"value {number(node['value'], 4)}"]
     return lines
+
+
+def feature_example_html(layer: int, latent: int, examples) -> str:
+    """A small page of one graph feature's top examples (``circuits.Example``), tokens coloured by activation."""
+    title = f"feature {latent} of layer {layer}"
+    top = max((max(e.acts) for e in examples), default=0.0)
+    rows = "".join(f'<div class="example" data-peak="{e.acts[e.peak]!r}">{token_spans_html(e.tokens, e.acts, top)}'
+                   '</div>' for e in examples) or '<p class="muted">no activation in the windows read</p>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5em}} .example{{border-bottom:1px solid #ddd;padding:.4em 0;
+line-height:1.7}} .muted{{color:#666}} {TOKEN_CSS}</style></head><body>
+<h1>{esc(title)}</h1><p class="muted">top activations over held-out windows; <a href="../../{{graph}}">back to the
+graph</a></p>{rows}</body></html>
+"""
+
+
+def write_graph_site(graph, path: str | os.PathLike, examples: Mapping | None = None) -> Path:
+    """The graph page at ``path`` and, with ``examples`` (``{(layer, latent): [Example]}``), one page per
+    feature under ``<stem>_features/layer_L/F.html``, linked from the graph's nodes and shown in their cards."""
+    path = Path(path)
+    if not examples:
+        return write_graph_page(graph, path)
+    folder = path.with_name(f"{path.stem}_features")
+    for (layer, latent), found in examples.items():
+        page = folder / f"layer_{layer}" / f"{latent}.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(feature_example_html(layer, latent, found).replace("{graph}", esc(path.name)),
+                        encoding="utf-8")
+    texts = {key: [e.text() for e in found] for key, found in examples.items()}
+    return write_graph_page(graph, path, feature_href=f"{folder.name}/layer_{{layer}}/{{latent}}.html", examples=texts)
