@@ -51,15 +51,18 @@ def test_every_architecture_trains_resumes_exactly_sweeps_saves_and_loads(arch, 
 
     probe = build_dictionaries(specs, D)[name]
     x = _rows(probe.input_shape, 2048, seed=1)
+    # A transcoder learns a map to other rows: here a fixed linear one of its input.
+    mixing = torch.randn(D, D, generator=torch.Generator().manual_seed(4)) / D ** 0.5
+    target = x @ mixing if probe.is_transcoder else None
     config = TrainConfig(total_tokens=24 * 64, batch_size=64, lr=3e-3, log_every=4, checkpoint_every=8, seed=2)
 
-    straight = Trainer(build_dictionaries(specs, D), config, tmp_path / "straight").fit(TensorSource(x),
+    straight = Trainer(build_dictionaries(specs, D), config, tmp_path / "straight").fit(TensorSource(x, target),
                                                                                       progress=False)
     with pytest.raises(Interrupted):
-        Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(StopsAfter(TensorSource(x), 13),
-                                                                                progress=False)
+        Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(
+            StopsAfter(TensorSource(x, target), 13), progress=False)
     assert json.loads((tmp_path / "resumed" / "checkpoint" / "run.json").read_text())["step"] == 8
-    resumed = Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(TensorSource(x),
+    resumed = Trainer(build_dictionaries(specs, D), config, tmp_path / "resumed").fit(TensorSource(x, target),
                                                                                      progress=False)
     assert straight.steps == resumed.steps == 24
     for key, tensor in straight.dictionaries[name].state_dict().items():

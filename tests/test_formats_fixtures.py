@@ -117,6 +117,11 @@ REFUSED = {
     "sparsify/run/layers.2.mlp": {"saelens": NO_TOPK_TRANSCODER, "dictionary_learning": AUTOENCODERS_ONLY},
 }
 
+# The fixtures are single-site dictionaries; circuit-tracer holds transcoders at every layer only
+# (tests/test_formats_circuit_tracer.py covers what it holds).
+for _refused in REFUSED.values():
+    _refused["circuit_tracer"] = "circuit-tracer stores transcoders at many layers"
+
 
 def test_every_fixture_has_its_conversions_listed():
     assert sorted(REFUSED) == FIXTURES

@@ -433,8 +433,8 @@ class Dictionary(nn.Module):
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         for name in self.FLOAT32_TENSORS:
-            tensor = getattr(self, name)
-            if tensor.dtype != torch.float32:
+            tensor = getattr(self, name, None)  # None: an option left this instance without it
+            if tensor is not None and tensor.dtype != torch.float32:
                 tensor.data = tensor.data.float()
         return self
 

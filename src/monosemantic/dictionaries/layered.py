@@ -13,8 +13,10 @@ Both architectures read the MLP inputs of S layers and predict their MLP outputs
   and every later one, ``out_t = sum_{s <= t} codes_s @ W_dec[s][:, t - s] + b_dec[t]``. The
   decoder of source layer s is ``W_dec.s [F, S - s, D_out]``, the layout circuit-tracer uses.
 
-An optional skip path adds ``x_t @ W_skip[t].T`` per layer. Codes are top-k per layer, so
-there is no sparsity penalty; each latent's whole decoder (over the layers it writes to) is
+An optional skip path adds ``x_t @ W_skip[t].T`` per layer. Codes are top-k per layer (the
+``activation`` option; ``relu`` and ``jumprelu``, with a per-latent ``threshold``, exist for
+transcoders read from circuit-tracer and Gemma Scope files and do not train here), so there is no
+sparsity penalty; each latent's whole decoder (over the layers it writes to) is
 kept at unit norm. Decoding goes through ``embedding_bag`` over the selected rows only, so a
 CLT's decoder costs k rows per layer, not S times a dense GEMM. There is no AuxK term.
 """
@@ -43,14 +45,15 @@ from .options import check_int
 from .registry import register
 from .step import LossOutput, SparseCodes, StepInput, loss_terms
 
+ACTIVATIONS = ("topk", "relu", "jumprelu")
+
 
 class LayeredTranscoder(Dictionary):
     """Shared by per-layer and cross-layer transcoders: per-layer top-k encoders over ``[N, S, D]`` rows."""
 
-    SPARSITY_OPTION = "k"
-    OPTIONS = {"n_layers": None, "sites_in": None, "sites_out": None, "k": None}
-    REQUIRED = ("k",)
+    OPTIONS = {"n_layers": None, "sites_in": None, "sites_out": None, "activation": "topk", "k": None}
     EXAMPLE = {"n_layers": 2, "k": 4}
+    FLOAT32_TENSORS = ("threshold",)
     SUPPORTS_INPUT_NORM = False  # its own encode and decode over [N, S, D] rows
     LATENT_BIASES = ()  # resampling is for single-site dictionaries
 
@@ -83,8 +86,21 @@ class LayeredTranscoder(Dictionary):
         if config.d_sae % n:
             raise MonosemanticError(f"{cls.arch} d_sae={config.d_sae} counts the latents of all {n} layers, so it "
                                     f"must be a multiple of n_layers; try d_sae={n * max(1, config.d_sae // n)}")
-        options["k"] = check_int(cls.arch, "k", options["k"], 1, config.d_sae // n)
+        if options["activation"] not in ACTIVATIONS:
+            raise MonosemanticError(f"{cls.arch} option activation={options['activation']!r} is invalid; expected "
+                                    f"one of {', '.join(ACTIVATIONS)}")
+        if options["activation"] == "topk":
+            if options["k"] is None:
+                raise MonosemanticError(f"dictionary arch {cls.arch!r} needs option(s) k; pass e.g. k=...")
+            options["k"] = check_int(cls.arch, "k", options["k"], 1, config.d_sae // n)
+        elif options["k"] is not None:
+            raise MonosemanticError(f"{cls.arch} option k is for activation 'topk'; got activation="
+                                    f"{options['activation']!r}")
         return options
+
+    @classmethod
+    def sparsity_option(cls, options=None) -> str | None:
+        return "k" if (options or {}).get("activation", "topk") == "topk" else None
 
     # ----- shape ---------------------------------------------------------------------------
 
@@ -121,6 +137,8 @@ class LayeredTranscoder(Dictionary):
         self.b_dec = nn.Parameter(torch.zeros(S, D_out))
         if self.config.skip:
             self.W_skip = nn.Parameter(torch.zeros(S, D_out, D))  # zero: a new transcoder starts as a dictionary
+        if self.options["activation"] == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(S * F))  # read from files; codes are pre * (pre > threshold)
 
     def _rows3(self, t: Tensor, width: int, what: str) -> Tensor:
         S = self.n_layers
@@ -139,20 +157,29 @@ class LayeredTranscoder(Dictionary):
         return pre_SNF.transpose(0, 1).reshape(x_NSD.shape[0], -1)
 
     def _select(self, pre_NSF: Tensor) -> SparseCodes:
-        """The top k of each layer, as flat latent indices ``[N, S * k]``."""
+        """The top k of each layer, as flat latent indices ``[N, S * k]`` (activation 'topk')."""
         values_NSK, indices_NSK = pre_NSF.topk(self.options["k"], dim=-1)
         offsets_S1 = torch.arange(pre_NSF.shape[1], device=pre_NSF.device)[:, None] * pre_NSF.shape[2]
         return SparseCodes(torch.relu(values_NSK).flatten(1), (indices_NSK + offsets_S1).flatten(1))
 
     def _activate(self, pre_NF: Tensor) -> Tensor:
-        codes = self._select(pre_NF.view(pre_NF.shape[0], self.n_layers, -1))
-        return torch.zeros_like(pre_NF).scatter(-1, codes.indices, codes.values)
+        return self._activate_layers(pre_NF.view(pre_NF.shape[0], self.n_layers, -1), slice(None)).flatten(1)
+
+    def _activate_layers(self, pre_NSF: Tensor, layers: slice) -> Tensor:
+        """Codes of pre-activations ``[N, S', F]`` of the layers ``layers`` selects."""
+        activation = self.options["activation"]
+        if activation == "relu":
+            return torch.relu(pre_NSF)
+        if activation == "jumprelu":
+            threshold_SF = self.threshold.view(self.n_layers, -1)[layers]
+            return pre_NSF * (pre_NSF > threshold_SF)
+        codes = self._select(pre_NSF)
+        return torch.zeros_like(pre_NSF).flatten(1).scatter(-1, codes.indices, codes.values).view_as(pre_NSF)
 
     def encode_layer(self, x_ND: Tensor, layer: int) -> tuple[Tensor, Tensor]:
         """(pre-activations, codes), both ``[N, F]``, of one layer's MLP inputs ``[N, D]``."""
         pre_NF = torch.addmm(self.b_enc.view(self.n_layers, -1)[layer], x_ND.to(self.W_enc.dtype), self.W_enc[layer])
-        codes = self._select(pre_NF[:, None])
-        return pre_NF, torch.zeros_like(pre_NF).scatter(-1, codes.indices, codes.values)
+        return pre_NF, self._activate_layers(pre_NF[:, None], slice(layer, layer + 1))[:, 0]
 
     def decoder_rows(self, layer: int) -> dict[int, Tensor]:
         """``{target layer: [F, D_out]}``: where layer ``layer``'s latents write."""
@@ -193,6 +220,9 @@ class LayeredTranscoder(Dictionary):
         x_NSD = self._rows3(x_NSD, self.d_in, "input")
         if target_NSD is None:
             raise MonosemanticError(f"a {self.arch}'s loss needs the MLP outputs too; call loss(x, target)")
+        if self.options["activation"] != "topk":
+            raise MonosemanticError(f"only top-k {self.arch} train here; activation {self.options['activation']!r} "
+                                    "is for transcoders read from circuit-tracer or Gemma Scope files")
         target_NSD = self._rows3(target_NSD, self.d_out, "target")
         if target_NSD.shape[0] != x_NSD.shape[0]:
             raise MonosemanticError(f"{self.arch} got {x_NSD.shape[0]} input rows but {target_NSD.shape[0]} target "

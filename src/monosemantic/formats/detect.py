@@ -8,6 +8,7 @@ saelens                cfg.json + sae_weights.safetensors
 dictionary_learning    ae.pt (+ config.json)
 sparsify               cfg.json + sae.safetensors
 openai                 a ``.pt`` file given directly (e.g. ``5.pt``)
+circuit_tracer         config.yaml (+ layer_{i}.safetensors, or W_enc_{i}/W_dec_{i}.safetensors)
 =====================  ==============================================
 
 The table lives in :mod:`.registry`. A folder matching none of these, or several, is an error

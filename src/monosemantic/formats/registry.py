@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..dictionaries import Dictionary, load_dictionary_native, save_dictionary
 from ..errors import MonosemanticError
+from .circuit_tracer import load_circuit_tracer, save_circuit_tracer
 from .dictionary_learning import load_dictionary_learning, save_dictionary_learning
 from .openai import load_openai
 from .saelens import load_saelens, save_saelens
@@ -59,6 +60,7 @@ for _fmt in (
     Format("dictionary_learning", ("ae.pt",), load_dictionary_learning, save_dictionary_learning, file_name="ae.pt"),
     Format("sparsify", ("cfg.json", "sae.safetensors"), load_sparsify, save_sparsify),
     Format("openai", (), load_openai, file_name="*.pt"),
+    Format("circuit_tracer", ("config.yaml",), load_circuit_tracer, save_circuit_tracer),
 ):
     register_format(_fmt)
 

@@ -38,7 +38,7 @@ class BatchSource(Protocol):
 
 
 class TensorSource:
-    """Rows held in memory: ``x`` ``[N, D]`` (or ``[N, S, D]``) and an optional ``target`` ``[N, D_out]``.
+    """Rows in memory: ``x`` ``[N, D]`` (or ``[N, S, D]``), optional ``target`` ``[N, D_out]`` (``[N, S, D_out]``).
 
     Each epoch is a fresh permutation seeded by (seed, epoch); the last ``N % batch_size`` rows
     of a permutation are left out so that every batch is full. Starting at step n costs nothing.
@@ -49,16 +49,15 @@ class TensorSource:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise MonosemanticError(f"TensorSource x must be a floating [rows, D] or [rows, sites, D] tensor; "
                                     f"got {got}")
-        if target is not None:
-            if not isinstance(target, Tensor) or target.ndim != 2 or target.shape[0] != x.shape[0]:
-                got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-                raise MonosemanticError(f"TensorSource target must be a [rows, D_out] tensor with the {x.shape[0]} "
-                                        f"rows of x; got {got}")
-            if x.ndim != 2:
-                raise MonosemanticError("TensorSource takes a target only with 2-D inputs (transcoders); "
-                                        "crosscoders reconstruct their input")
+        # [N, D_out] for a transcoder; [N, S, D_out] for transcoders at S layers (x [N, S, D]).
+        if target is not None and (not isinstance(target, Tensor) or target.ndim != x.ndim
+                                   or tuple(target.shape[:-1]) != tuple(x.shape[:-1])):
+            got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+            want = "[rows, D_out]" if x.ndim == 2 else f"[rows, {x.shape[1]}, D_out]"
+            raise MonosemanticError(f"TensorSource target must be a {want} tensor with the {x.shape[0]} rows of x; "
+                                    f"got {got}")
         self.x, self.target = x, target
-        self.layout = Layout(tuple(x.shape[1:]), None if target is None else target.shape[1], "tensor")
+        self.layout = Layout(tuple(x.shape[1:]), None if target is None else target.shape[-1], "tensor")
 
     def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[Batch]:
         n_rows = self.x.shape[0]
