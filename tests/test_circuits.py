@@ -549,14 +549,24 @@ def test_trace_writes_the_graph_its_page_and_feature_pages(replaced, tmp_path):
     result = CliRunner().invoke(app, ["trace", str(out), "def add(a, b):\\n    return a", "--target", " +",
                                       "--out", str(tmp_path / "g"), "--examples", "4"])
     assert result.exit_code == 0, result.output
-    graph = load_graph(tmp_path / "g.json")
+    graph = load_graph(tmp_path / "g" / "graph.json")
     assert graph.meta["prompt"] == PROMPT and graph.meta["target"]["text"] == " +"
     assert f"completeness {graph.scores['completeness']:.3f}" in result.output
-    page = (tmp_path / "g.html").read_text()
+    page = (tmp_path / "g" / "index.html").read_text()
     features = [n for n in graph.nodes if n["kind"] == "feature"]
     assert features and all(f'data-node="{n["id"]}"' in page for n in graph.nodes)
     for node in features:
-        assert (tmp_path / "g_features" / f"layer_{node['layer']}" / f"{node['latent']}.html").is_file()
+        assert (tmp_path / "g" / "features" / f"layer_{node['layer']}" / f"{node['latent']}.html").is_file()
+    # a rerun replaces the graph; a folder of other files is refused
+    assert CliRunner().invoke(app, ["trace", str(out), PROMPT, "--target", " -", "--out", str(tmp_path / "g"),
+                                    "--examples", "0"]).exit_code == 0
+    assert load_graph(tmp_path / "g" / "graph.json").meta["target"]["text"] == " -"
+    assert not (tmp_path / "g" / "features").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["trace", str(out), PROMPT, "--target", " -", "--out", str(tmp_path / "other")])
+    assert refused.exit_code == 2 and "no graph.json" in refused.stderr
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("args, message", [

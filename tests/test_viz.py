@@ -330,3 +330,23 @@ def test_cli_serve_prints_its_url_and_runs_prompts(built, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_graph_folder_serves_only_its_own_pages(tmp_path):
+    from monosemantic.circuits import Graph
+    from monosemantic.viz import write_graph_site
+
+    meta = {"tokens": ["a", "b"], "layers": [0], "target": {"token": 1, "text": "b", "position": -1, "minus": None,
+                                                         "value": 1.0}}
+    scores = {"completeness": 1.0, "replacement": 1.0, "active_features": 0, "expanded_features": 0}
+    nodes = [{"id": "target", "kind": "target", "position": 1, "value": 1.0, "influence": 1.0, "text": "b"},
+             {"id": "token:0", "kind": "token", "position": 0, "influence": 1.0, "text": "a"}]
+    folder = write_graph_site(Graph(meta, scores, nodes, [{"source": "token:0", "target": "target", "weight": 1.0}]),
+                              tmp_path / "graph")
+    (tmp_path / "secret.txt").write_text("private")
+    app = build_app(folder)
+    assert app.handle("GET", "/", {}).status == 200
+    assert app.handle("GET", "/graph.json", {}).status == 200
+    for path in ("/../secret.txt", "/features/layer_0/../../../secret.txt", "/features/x.html", "/index.js"):
+        response = app.handle("GET", path, {})
+        assert response.status == 404 and b"private" not in response.body, path

@@ -262,3 +262,32 @@ def test_graph_page_hover_shows_the_card_and_a_click_opens_the_feature_page(brow
     assert_no_alert(browser)
     group.find_element(By.TAG_NAME, "circle").click()
     WebDriverWait(browser, 10).until(lambda d: d.title == f"feature {node['layer']}/{node['latent']}")
+
+
+def test_live_app_serves_a_graph_folder_and_its_feature_pages(browser, graph_page, tmp_path_factory):
+    from monosemantic.circuits import Example
+    from monosemantic.viz import write_graph_site
+
+    graph, _ = graph_page
+    features = [n for n in graph.nodes if n["kind"] == "feature"]
+    examples = {(n["layer"], n["latent"]): [Example(["a", ATTACK, " b"], [0.0, 2.0, 1.0], 1)] for n in features}
+    folder = write_graph_site(graph, tmp_path_factory.mktemp("served") / "graph", examples)
+    httpd = make_server(build_app(folder), port=0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = server_url(httpd)
+        browser.get_log("browser")  # what earlier tests' pages logged is theirs
+        browser.get(url)
+        shown = {e.get_attribute("data-node") for e in browser.find_elements(By.CSS_SELECTOR, "g.node")}
+        assert shown == {n["id"] for n in graph.nodes}
+        node = features[0]
+        browser.find_element(By.CSS_SELECTOR, f'g.node[data-node="{node["id"]}"] circle').click()
+        WebDriverWait(browser, 10).until(lambda d: d.title == f"feature {node['latent']} of layer {node['layer']}")
+        spans = browser.find_elements(By.CSS_SELECTOR, "span.tok")
+        assert [float(s.get_attribute("data-act")) for s in spans] == [0.0, 2.0, 1.0]
+        assert ATTACK in spans[1].text
+        assert_no_alert(browser)
+        assert_no_console_errors(browser)  # the Content-Security-Policy lets the page work: it runs no script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -435,7 +435,7 @@ def dashboard(
 @app.command()
 @_friendly
 def serve(
-    folder: Annotated[Path, typer.Argument(help="A feature folder or a dashboard folder.")],
+    folder: Annotated[Path, typer.Argument(help="A feature folder, a dashboard folder or a graph folder.")],
     dictionary: Annotated[Path | None, typer.Option(help="The dictionary the folder shows: runs prompts live.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the dictionary's).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
@@ -712,7 +712,7 @@ def trace(
     prompt: Annotated[str, typer.Argument(help="The prompt, e.g. 'def add(a, b):\\n    return a'.")],
     target: Annotated[str, typer.Option(help="The next token to explain (one token, e.g. ' +').")],
     minus: Annotated[str | None, typer.Option(help="Explain target minus this token's logit.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the graph is written (JSON and HTML page).")
+    out: Annotated[Path, typer.Option("--out", "-o", help="Graph folder: graph.json, index.html, features/.")
                    ] = Path("graph"),
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one recorded).")] = None,
     max_features: Annotated[int, typer.Option(help="Features whose inputs are computed, most influential first.")
@@ -724,7 +724,7 @@ def trace(
     corpus: Annotated[str, typer.Option(help="Text the examples come from.")] = "stdlib",
     device: DeviceOpt = "cpu", threads: ThreadsOpt = None,
 ):
-    """Attribution graph of TARGET after PROMPT through the replacement model; writes OUT.json and OUT.html.
+    """Attribution graph of TARGET after PROMPT through the replacement model, written to the folder OUT.
 
     In PROMPT, \\n stands for a newline.
     """
@@ -732,8 +732,9 @@ def trace(
     from .circuits import trace as run_trace
     from .evaluation import corpus_windows
     from .viz import write_graph_site
+    from .viz.graph_page import check_graph_folder
 
-    _check_out(out.parent if str(out.parent) else Path("."))
+    check_graph_folder(_check_out(out))
     _check_device(device)
     folder = _transcoders_folder(transcoders.expanduser())
     loaded = _load_dictionary(folder)
@@ -741,13 +742,12 @@ def trace(
     replacement = Replacement(lm, dictionary)
     graph = run_trace(replacement, prompt.replace("\\n", "\n"), target, minus=minus,
                       max_feature_nodes=max_features, node_threshold=node_threshold, edge_threshold=edge_threshold)
-    json_path = graph.save(out.with_suffix(".json"))
     features = [n for n in graph.nodes if n["kind"] == "feature"]
     found = None
     if examples and features:
         windows = corpus_windows(lm.tokenizer, corpus, n_windows=examples, context_length=128)
         found = feature_examples(replacement, [(n["layer"], n["latent"]) for n in features], windows)
-    page = write_graph_site(graph, out.with_suffix(".html"), found)
+    folder = write_graph_site(graph, out, found)
     sc = graph.scores
     typer.echo(f"graph of {graph.meta['target']['text']!r} after {len(graph.meta['tokens'])} tokens: "
                f"{len(features)} features, {len(graph.edges)} edges kept of {sc['active_features']:,} active "
@@ -756,8 +756,8 @@ def trace(
     for node in sorted(features, key=lambda n: -n["influence"])[:10]:
         typer.echo(f"  {node['id']:>22}  influence {node['influence']:.3f}  activation {node['activation']:.3g}  "
                    f"on {node['text']!r}")
-    typer.echo(f"wrote {json_path}")
-    typer.echo(f"page: {page.resolve().as_uri()}")
+    typer.echo(f"wrote {folder / 'graph.json'}; `monosemantic serve {folder}` shows it")
+    typer.echo(f"page: {(folder / 'index.html').resolve().as_uri()}")
 
 
 @app.command()

@@ -17,6 +17,7 @@ from ..errors import MonosemanticError
 from ..features import FeatureData, prompt_view
 from .assets import INDEX_JS, STYLE_CSS
 from .feature_page import feature_page
+from .graph_page import GRAPH_FILE
 from .markup import esc
 from .pages import LIVE_LINKS, index_data_js, index_page, nav, page
 from .prompt_page import prompt_fragment, view_json
@@ -87,16 +88,35 @@ class BuiltPages:
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def open_pages(folder) -> LivePages | BuiltPages:
-    """A page source for a feature folder or a dashboard folder."""
+class GraphPages:
+    """The files of a graph folder written by ``write_graph_site`` (``monosemantic trace``)."""
+
+    _NAMES = re.compile(r"^(index\.html|graph\.json|features/layer_\d+/\d+\.html)$")  # nothing else is read
+    n_latents = 0  # the graph's features are pages under features/layer_L/, not latents of one dictionary
+    fingerprint = None
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def get(self, name: str) -> str | None:
+        return BuiltPages._read(self.folder / name) if self._NAMES.match(name) else None
+
+    def feature(self, latent: int) -> str | None:
+        return None
+
+
+def open_pages(folder) -> LivePages | BuiltPages | GraphPages:
+    """A page source for a feature folder, a dashboard folder or a graph folder."""
     folder = Path(folder)
+    if (folder / GRAPH_FILE).is_file() and (folder / "index.html").is_file():
+        return GraphPages(folder)
     record = read_dashboard(folder)
     if record is not None:
         return BuiltPages(folder, record)
     if (folder / "features.json").is_file():
         return LivePages(FeatureData.load(folder))
-    raise MonosemanticError(f"{folder} is neither a feature folder (features.json) nor a dashboard "
-                            "(dashboard.json); run `monosemantic features` or `monosemantic dashboard` first")
+    raise MonosemanticError(f"{folder} is neither a feature folder (features.json), a dashboard (dashboard.json) "
+                            "nor a graph (graph.json); run `monosemantic features`, `dashboard` or `trace` first")
 
 
 class PromptRunner:
@@ -118,7 +138,7 @@ class PromptRunner:
 class DashboardApp:
     """Answers requests from a page source and, when a model and dictionary are loaded, runs prompts."""
 
-    def __init__(self, pages: LivePages | BuiltPages, runner: PromptRunner | None = None):
+    def __init__(self, pages: LivePages | BuiltPages | GraphPages, runner: PromptRunner | None = None):
         self.pages, self.runner = pages, runner
 
     def handle(self, method: str, path: str, params: dict[str, str]) -> Response:

@@ -17,7 +17,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..errors import MonosemanticError
 from ..features.shading import visible_token
+from ..folders import replacing_folder
 from .markup import esc, number
 from .tokens import TOKEN_CSS, token_spans_html
 
@@ -78,7 +80,8 @@ def graph_html(graph, *, feature_href: str | None = None,
                     f'<td>{number(n["activation"])}</td><td>{esc(visible_token(n["text"]))}</td></tr>'
                     for n in features)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{CSS}</style></head><body>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><link rel="icon" href="data:,">
+<style>{CSS}</style></head><body>
 <h1>{esc(title)}</h1>
 <pre>{esc(meta.get("prompt", "".join(tokens)))}</pre>
 <p class="muted" id="scores">target value {number(target["value"], 4)} · completeness {number(sc["completeness"])} ·
@@ -174,25 +177,40 @@ def feature_example_html(layer: int, latent: int, examples) -> str:
     rows = "".join(f'<div class="example" data-peak="{e.acts[e.peak]!r}">{token_spans_html(e.tokens, e.acts, top)}'
                    '</div>' for e in examples) or '<p class="muted">no activation in the windows read</p>'
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><link rel="icon" href="data:,">
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em}} .example{{border-bottom:1px solid #ddd;padding:.4em 0;
 line-height:1.7}} .muted{{color:#666}} {TOKEN_CSS}</style></head><body>
-<h1>{esc(title)}</h1><p class="muted">top activations over held-out windows; <a href="../../{{graph}}">back to the
-graph</a></p>{rows}</body></html>
+<h1>{esc(title)}</h1><p class="muted">top activations over held-out windows; <a href="../../index.html">back to
+the graph</a></p>{rows}</body></html>
 """
 
 
-def write_graph_site(graph, path: str | os.PathLike, examples: Mapping | None = None) -> Path:
-    """The graph page at ``path`` and, with ``examples`` (``{(layer, latent): [Example]}``), one page per
-    feature under ``<stem>_features/layer_L/F.html``, linked from the graph's nodes and shown in their cards."""
-    path = Path(path)
-    if not examples:
-        return write_graph_page(graph, path)
-    folder = path.with_name(f"{path.stem}_features")
-    for (layer, latent), found in examples.items():
-        page = folder / f"layer_{layer}" / f"{latent}.html"
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(feature_example_html(layer, latent, found).replace("{graph}", esc(path.name)),
-                        encoding="utf-8")
+GRAPH_FILE = "graph.json"
+
+
+def check_graph_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` if a graph may be written there (new, empty, or an older graph); MonosemanticError otherwise."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or (not (folder / GRAPH_FILE).is_file() and any(folder.iterdir()))):
+        raise MonosemanticError(f"{folder} holds files but no {GRAPH_FILE}; a graph folder replaces only an empty "
+                                "folder or an older graph; choose another --out")
+    return folder
+
+
+def write_graph_site(graph, folder: str | os.PathLike, examples: Mapping | None = None) -> Path:
+    """A graph folder: ``graph.json``, the page as ``index.html`` and, with ``examples``
+    (``{(layer, latent): [Example]}``), one page per feature at ``features/layer_L/F.html``, linked
+    from the graph's nodes and shown in their cards. Written beside and swapped in whole; opens
+    from ``file://`` and is what ``monosemantic serve`` shows for a graph folder."""
+    folder = check_graph_folder(folder)
+    examples = examples or {}
     texts = {key: [e.text() for e in found] for key, found in examples.items()}
-    return write_graph_page(graph, path, feature_href=f"{folder.name}/layer_{{layer}}/{{latent}}.html", examples=texts)
+    with replacing_folder(folder, "writing the graph") as staging:
+        graph.save(staging / GRAPH_FILE)
+        for (layer, latent), found in examples.items():
+            page = staging / "features" / f"layer_{layer}" / f"{latent}.html"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_text(feature_example_html(layer, latent, found), encoding="utf-8")
+        href = "features/layer_{layer}/{latent}.html" if examples else None
+        (staging / "index.html").write_text(graph_html(graph, feature_href=href, examples=texts), encoding="utf-8")
+    return folder
