@@ -70,7 +70,7 @@ def training_rate(lm, layers: list[int], per_layer: int, k: int, batch: int, ste
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description="Circuits on SmolLM2-135M: training throughput and graph time.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--expansion", type=int, default=4, help="latents per layer / width")
     parser.add_argument("--k", type=int, default=16)

@@ -20,9 +20,10 @@ OUTS = [f"blocks.{i}.mlp_out" for i in range(S)]
 
 def _random(arch: str, activation: str, skip: bool = True):
     torch.manual_seed(0)
-    options = {"k": 3} if activation == "topk" else {}
-    t = make_dictionary(arch, D, S * F, sites_in=INS, sites_out=OUTS, skip=skip, activation=activation,
-                        model="HuggingFaceTB/SmolLM2-135M", **options)
+    options: dict = {"sites_in": INS, "sites_out": OUTS, "activation": activation}
+    if activation == "topk":
+        options["k"] = 3
+    t = make_dictionary(arch, D, S * F, skip=skip, model="HuggingFaceTB/SmolLM2-135M", **options)
     with torch.no_grad():
         for _, parameter in t.named_parameters():
             parameter.normal_()
@@ -37,7 +38,9 @@ def _act(pre: torch.Tensor, activation: str, threshold: torch.Tensor | None, k: 
     if activation == "relu":
         return torch.relu(pre)
     if activation == "jumprelu":
+        assert threshold is not None
         return pre * (pre > threshold)
+    assert k is not None
     values, indices = pre.topk(k, dim=-1)
     return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
 
@@ -137,7 +140,8 @@ def test_gemma_scope_transcoders_read_as_jumprelu(tmp_path):
                   "threshold": np.abs(rng.standard_normal(F)).astype(np.float32)}
         path = tmp_path / f"layer_{i}" / "params.npz"
         path.parent.mkdir()
-        np.savez(path, **arrays)
+        np.savez(str(path), W_enc=arrays["W_enc"], W_dec=arrays["W_dec"], b_enc=arrays["b_enc"],
+                 b_dec=arrays["b_dec"], threshold=arrays["threshold"])
         paths.append(path)
         layers.append({k: torch.from_numpy(v) for k, v in arrays.items()})
     t = load_gemma_scope_transcoders(paths, model="google/gemma-2-2b")
