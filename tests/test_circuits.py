@@ -371,6 +371,7 @@ def test_features_only_receive_from_earlier_layers(traced):
     _, _, _, tracer = traced
     a = tracer.attribution
     layer_of = a.feature_index[:, 0]
+    assert bool((a.feature_index[:, 1] > 0).all())  # position 0, the attention sink, has no features
     for node in range(a.n_features):
         incoming = a.rows[node][:a.n_features].nonzero().flatten()
         assert bool((layer_of[incoming] < layer_of[node]).all())

@@ -4,7 +4,8 @@ One forward of the replacement model (``replacement.Replacement``) runs with att
 and norm denominators frozen (``linearise.frozen``), every layer's active codes made graph
 inputs (not recomputed from earlier layers: gradients stop at a feature) and every layer's
 error ``real MLP output - transcoder output`` an input too, so the forward's values equal the
-model's. What lies between the inputs and any later quantity is then affine, so for a target T
+model's. Position 0, the attention sink, has no features (the transcoders never trained there);
+its error term carries its whole MLP output. What lies between the inputs and any later quantity is then affine, so for a target T
 (a logit, a logit difference, or a later feature's pre-activation) and an input s of value
 ``v_s``, the edge ``dT/dv_s . v_s`` is s's exact direct contribution, and
 
@@ -57,8 +58,11 @@ class _Inputs(Editor):
 
     def codes(self, layer, pre_NF, codes_NF):
         self.pre[layer] = pre_NF
-        value = codes_NF if self.fixed is None else self.fixed[0][layer]
-        self.leaves[layer] = leaf = value.detach().clone().requires_grad_(True)
+        value = (codes_NF if self.fixed is None else self.fixed[0][layer]).detach().clone()
+        # Position 0 (one prompt: row 0) is the attention sink, whose activations are far from any
+        # the transcoders trained on (harvests skip it): no features there; its error carries the MLP.
+        value[0] = 0
+        self.leaves[layer] = leaf = value.requires_grad_(True)
         return leaf
 
     def output(self, layer, out_ND, real_ND, x_ND):
@@ -230,8 +234,8 @@ def attribute(replacement: Replacement, ids_S: Tensor, target: TargetSpec, *, ma
               batch: int = 32, progress: bool = True) -> Attribution:
     """The target's row and the rows of up to ``max_feature_nodes`` features, most influential first.
 
-    Features are expanded in batches: after each, influence on the target (``graph.influence``)
-    is recomputed over the rows known so far and the most influential unexpanded features are
+    Features are expanded in batches: after each, influence on the target (``influence``) is
+    recomputed over the rows known so far and the most influential unexpanded features are
     next. ``max_feature_nodes=None`` expands every active feature.
     """
     tracer = Tracer(replacement, ids_S, target)
