@@ -350,3 +350,21 @@ def test_a_graph_folder_serves_only_its_own_pages(tmp_path):
     for path in ("/../secret.txt", "/features/layer_0/../../../secret.txt", "/features/x.html", "/index.js"):
         response = app.handle("GET", path, {})
         assert response.status == 404 and b"private" not in response.body, path
+
+
+def test_a_graph_page_draws_the_edges_that_carry_the_most_influence():
+    from monosemantic.circuits import Graph
+    from monosemantic.viz import graph_html
+
+    meta = {"tokens": ["a", "b", "c"], "layers": [0],
+            "target": {"token": 1, "text": "d", "position": -1, "minus": None, "value": 1.0}}
+    scores = {"completeness": 1.0, "replacement": 1.0, "active_features": 0, "expanded_features": 0}
+    nodes = [{"id": "target", "kind": "target", "position": 2, "value": 1.0, "influence": 1.0, "text": "d"}]
+    nodes += [{"id": f"token:{p}", "kind": "token", "position": p, "influence": 0.3, "text": t}
+              for p, t in enumerate("abc")]
+    edges = [{"source": f"token:{p}", "target": "target", "weight": w, "influence": i}
+             for p, w, i in ((0, 5.0, 0.1), (1, -1.0, 0.6), (2, 2.0, 0.3))]
+    page = graph_html(Graph(meta, scores, nodes, edges), max_edges=2)
+    drawn = re.findall(r'data-source="([^"]+)" data-target="target" data-weight="([^"]+)"', page)
+    assert drawn == [("token:1", "-1.0"), ("token:2", "2.0")]  # by influence, not by weight
+    assert "drawing the 2 edges" in page

@@ -5,9 +5,10 @@ and norm denominators frozen (``linearise.frozen``), every layer's active codes 
 inputs (not recomputed from earlier layers: gradients stop at a feature) and every layer's
 error ``real MLP output - transcoder output`` an input too, so the forward's values equal the
 model's. Position 0, the attention sink, has no features (the transcoders never trained there);
-its error term carries its whole MLP output. What lies between the inputs and any later quantity is then affine, so for a target T
-(a logit, a logit difference, or a later feature's pre-activation) and an input s of value
-``v_s``, the edge ``dT/dv_s . v_s`` is s's exact direct contribution, and
+its error term carries its whole MLP output. What lies between the inputs and any later
+quantity is then affine, so for a target T (a logit, a logit difference, or a later feature's
+pre-activation) and an input s of value ``v_s``, the edge ``dT/dv_s . v_s`` is s's exact
+direct contribution, and
 
     T = sum_s edge(s -> T) + bias(T)
 

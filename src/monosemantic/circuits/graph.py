@@ -15,8 +15,9 @@ From an ``Attribution`` (adjacency rows into the target and the expanded feature
 
 The JSON (``SCHEMA``, ``SCHEMA_VERSION``) holds ``meta``, ``scores``, ``nodes`` and ``edges``;
 node ids are ``feature:L:P:F``, ``error:L:P``, ``token:P`` and ``target`` (L a model layer, P a
-position, F a latent of that layer). An edge ``{"source", "target", "weight"}`` is the source's
-direct contribution to the target's pre-activation (or to the target logit).
+position, F a latent of that layer). An edge ``{"source", "target", "weight", "influence"}`` is the
+source's direct contribution to the target's pre-activation (or to the target logit), and the
+share of the target logit's influence that flows along it (what pruning ranks edges by).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def build_graph(a: Attribution, tokenizer, *, node_threshold: float = 0.8, edge_
             node_ids[source] = _input_id(a, source)
     tokens = [tokenizer.decode([t]) for t in a.ids_S.tolist()]
     nodes = [_node(a, n, node_ids[n], infl, tokens, tokenizer) for n in node_ids]
-    edges = [{"source": node_ids[s], "target": node_ids[t], "weight": w} for _, s, t, w in kept_edges]
+    edges = [{"source": node_ids[s], "target": node_ids[t], "weight": w, "influence": i} for i, s, t, w in kept_edges]
     target = {"token": a.target.token, "text": tokenizer.decode([a.target.token]), "position": a.target.position,
               "minus": a.target.minus, "value": a.target_value}
     if a.target.minus is not None:

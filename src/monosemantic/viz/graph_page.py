@@ -39,8 +39,12 @@ table{border-collapse:collapse;font-size:.9em} td,th{padding:2px 8px;border-bott
 
 
 def graph_html(graph, *, feature_href: str | None = None,
-               examples: Mapping[tuple[int, int], Sequence[str]] | None = None) -> str:
-    """The page. ``feature_href``: a template such as ``"layer_{layer}/features/{latent}.html"``."""
+               examples: Mapping[tuple[int, int], Sequence[str]] | None = None, max_edges: int = 1500) -> str:
+    """The page. ``feature_href``: a template such as ``"layer_{layer}/features/{latent}.html"``.
+
+    The ``max_edges`` edges that carry the most influence are drawn (a graph pruned at 0.98 of the
+    edge influence can keep tens of thousands, more than a reader can follow); the JSON keeps all.
+    """
     meta, examples = graph.meta, examples or {}
     tokens: list[str] = meta["tokens"]
     layers: list[int] = meta["layers"]
@@ -64,8 +68,9 @@ def graph_html(graph, *, feature_href: str | None = None,
             where[node["id"]] = (x, MARGIN + (top_level - lvl) * ROW)
     width = MARGIN * 2 + len(tokens) * COLUMN + CARD_WIDTH
     height = MARGIN * 2 + (top_level + 1) * ROW + 40
-    biggest = max((abs(e["weight"]) for e in graph.edges), default=1.0) or 1.0
-    edges = [_edge(e, where, biggest) for e in graph.edges if e["source"] in where and e["target"] in where]
+    drawn = sorted(graph.edges, key=lambda e: -e.get("influence", 0.0))[:max_edges]
+    biggest = max((abs(e["weight"]) for e in drawn), default=1.0) or 1.0
+    edges = [_edge(e, where, biggest) for e in drawn if e["source"] in where and e["target"] in where]
     rows = "".join(_row_label(f"layer {layer}", MARGIN + (top_level - level[layer]) * ROW) for layer in layers)
     rows += _row_label("tokens", MARGIN + top_level * ROW) + _row_label("target", MARGIN)
     labels = "".join(f'<text x="{MARGIN + p * COLUMN + COLUMN / 2:.1f}" y="{MARGIN + top_level * ROW + 24}" '
@@ -86,7 +91,8 @@ def graph_html(graph, *, feature_href: str | None = None,
 <pre>{esc(meta.get("prompt", "".join(tokens)))}</pre>
 <p class="muted" id="scores">target value {number(target["value"], 4)} · completeness {number(sc["completeness"])} ·
 replacement {number(sc["replacement"])} · {len(features)} features and {len(graph.edges)} edges kept of
-{sc["active_features"]} active features ({sc["expanded_features"]} expanded) · hover a node for its card</p>
+{sc["active_features"]} active features ({sc["expanded_features"]} expanded) · drawing the {len(edges)} edges that
+carry the most influence · hover a node for its card</p>
 <div class="scroll"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">
 {rows}{labels}<g class="edges">{"".join(edges)}</g><g class="nodes">{nodes}</g></svg></div>
 <h2>Features by influence</h2>
