@@ -586,3 +586,30 @@ def test_trace_bad_input_is_one_line(replaced, tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arch", ["transcoders", "clt"])
+def test_auxk_revives_only_dead_latents_of_each_layer(arch):
+    from monosemantic.dictionaries import StepInput
+
+    t = _transcoders(arch, skip=False).train()
+    x, y = _rows(3)  # 3 rows fire at most 12 of each layer's 32 latents
+    codes = t.loss(x, y).codes
+    assert codes is not None
+    fired = codes.ne(0).any(0)
+    dead = ~fired
+    assert bool(dead.any()) and bool(fired.any())
+    grads = {}
+    for name, step in (("plain", None), ("aux", StepInput(dead_F=dead))):
+        t.zero_grad()
+        out = t.loss(x, y, step)
+        out.loss.backward()
+        assert t.W_enc.grad is not None
+        grads[name] = t.W_enc.grad.detach().clone()  # [S, D, F]
+        if name == "aux":
+            assert float(out.terms["aux"]) > 0
+        else:
+            assert float(out.terms["aux"]) == 0
+    changed_F = (grads["aux"] - grads["plain"]).abs().sum(1).flatten() > 0  # per latent, layer-major
+    assert bool(changed_F.any())
+    assert not bool((changed_F & fired).any())  # live latents get no AuxK gradient

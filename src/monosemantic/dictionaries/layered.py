@@ -17,8 +17,9 @@ An optional skip path adds ``x_t @ W_skip[t].T`` per layer. Codes are top-k per 
 ``activation`` option; ``relu`` and ``jumprelu``, with a per-latent ``threshold``, exist for
 transcoders read from circuit-tracer and Gemma Scope files and do not train here), so there is no
 sparsity penalty; each latent's whole decoder (over the layers it writes to) is
-kept at unit norm. Decoding goes through ``embedding_bag`` over the selected rows only, so a
-CLT's decoder costs k rows per layer, not S times a dense GEMM. There is no AuxK term.
+kept at unit norm, and an AuxK term per layer (``aux_k`` dead latents of each layer, default
+4k, ``aux_coeff`` 1/32) revives dead latents. Decoding goes through ``embedding_bag`` over the
+selected rows only, so a CLT's decoder costs k rows per layer, not S times a dense GEMM.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from .base import (
     step_input,
 )
 from .median import geometric_median
-from .options import check_int
+from .options import check_float, check_int
 from .registry import register
-from .step import LossOutput, SparseCodes, StepInput, loss_terms
+from .step import LossOutput, SparseCodes, StepInput, fired_latents, loss_terms
 
 ACTIVATIONS = ("topk", "relu", "jumprelu")
 
@@ -51,7 +52,8 @@ ACTIVATIONS = ("topk", "relu", "jumprelu")
 class LayeredTranscoder(Dictionary):
     """Shared by per-layer and cross-layer transcoders: per-layer top-k encoders over ``[N, S, D]`` rows."""
 
-    OPTIONS = {"n_layers": None, "sites_in": None, "sites_out": None, "activation": "topk", "k": None}
+    OPTIONS = {"n_layers": None, "sites_in": None, "sites_out": None, "activation": "topk", "k": None,
+               "aux_k": None, "aux_coeff": 1 / 32}
     EXAMPLE = {"n_layers": 2, "k": 4}
     FLOAT32_TENSORS = ("threshold",)
     SUPPORTS_INPUT_NORM = False  # its own encode and decode over [N, S, D] rows
@@ -93,6 +95,9 @@ class LayeredTranscoder(Dictionary):
             if options["k"] is None:
                 raise MonosemanticError(f"dictionary arch {cls.arch!r} needs option(s) k; pass e.g. k=...")
             options["k"] = check_int(cls.arch, "k", options["k"], 1, config.d_sae // n)
+            aux_k = min(4 * options["k"], config.d_sae // n) if options["aux_k"] is None else options["aux_k"]
+            options["aux_k"] = check_int(cls.arch, "aux_k", aux_k, 1, config.d_sae // n)
+            options["aux_coeff"] = check_float(cls.arch, "aux_coeff", options["aux_coeff"])
         elif options["k"] is not None:
             raise MonosemanticError(f"{cls.arch} option k is for activation 'topk'; got activation="
                                     f"{options['activation']!r}")
@@ -233,8 +238,32 @@ class LayeredTranscoder(Dictionary):
         out_NSD = self.decode_sparse(codes, x_NSD)
         n = x_NSD.shape[0]
         mse = reconstruction_mse(out_NSD.reshape(n, -1), target_NSD.reshape(n, -1))
+        aux = self._aux_term(pre_NF, (target_NSD - out_NSD).detach(), step, codes)
         codes_NF = torch.zeros_like(pre_NF).scatter(-1, codes.indices, codes.values) if step.dense_codes else None
-        return checked_output(self, LossOutput(mse, loss_terms(mse), out_NSD, codes_NF, codes))
+        return checked_output(self, LossOutput(mse + aux, loss_terms(mse, aux=aux), out_NSD, codes_NF, codes))
+
+    def _aux_term(self, pre_NF: Tensor, residual_NSD: Tensor, step: StepInput, codes: SparseCodes) -> Tensor:
+        """AuxK (Gao et al. 2024) per layer: each layer's ``aux_k`` largest dead pre-activations decode the residual.
+
+        Dead is the trainer's mask less the latents that fire in this batch, as for the top-k
+        family; without a mask, outside training or with ``aux_coeff`` 0 the term is 0.
+        """
+        zero = pre_NF.new_zeros((), dtype=torch.float32)
+        if not self.training or self.options["aux_coeff"] == 0 or step.dead_F is None or not bool(step.dead_F.any()):
+            return zero
+        fired_F = step.reduce.max_(fired_latents(codes, self.d_sae).to(torch.int32)).bool()
+        dead_SF = (step.dead_F.to(pre_NF.device) & ~fired_F).view(self.n_layers, -1)
+        if not bool(dead_SF.any()):
+            return zero
+        k = min(self.options["aux_k"], int(dead_SF.sum(1).max()))
+        # Live latents are pushed to -inf, so a layer with fewer than k dead ones selects zeros for the rest.
+        masked_NSF = pre_NF.view(pre_NF.shape[0], self.n_layers, -1).masked_fill(~dead_SF, float("-inf"))
+        values_NSK, indices_NSK = masked_NSF.topk(k, dim=-1, sorted=False)
+        offsets_S1 = torch.arange(self.n_layers, device=pre_NF.device)[:, None] * self.per_layer
+        aux_codes = SparseCodes(torch.relu(values_NSK).flatten(1), (indices_NSK + offsets_S1).flatten(1))
+        recon_NSD = self._decode_selected(aux_codes)
+        n = residual_NSD.shape[0]
+        return self.options["aux_coeff"] * reconstruction_mse(recon_NSD.reshape(n, -1), residual_NSD.reshape(n, -1))
 
     # ----- training support --------------------------------------------------------------------
 
