@@ -43,6 +43,11 @@ class TargetSpec:
     minus: int | None = None
     position: int = -1
 
+    def value(self, logits_SV: Tensor) -> Tensor:
+        """The target read from one prompt's logits ``[S, V]``."""
+        value = logits_SV[self.position, self.token]
+        return value if self.minus is None else value - logits_SV[self.position, self.minus]
+
 
 class _Inputs(Editor):
     """Makes each layer's codes and error graph inputs, and keeps its pre-activations (graph outputs).
@@ -108,10 +113,7 @@ def linear_forward(replacement: Replacement, ids_S: Tensor, target: TargetSpec, 
             logits_SV = lm.model(input_ids=ids_S[None].to(lm.device), use_cache=False).logits[0]
     finally:
         handle.remove()
-    value = logits_SV[target.position, target.token]
-    if target.minus is not None:
-        value = value - logits_SV[target.position, target.minus]
-    return LinearRun(inputs, holder["e"], logits_SV, value), used
+    return LinearRun(inputs, holder["e"], logits_SV, target.value(logits_SV)), used
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..activations.files import atomic_write_bytes
 from ..errors import MonosemanticError
 from .attribution import TARGET, Attribution, influence, normalised_magnitudes
 
@@ -52,9 +53,7 @@ class Graph:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        temporary = path.with_name(f".{path.name}.partial")
-        temporary.write_text(json.dumps(self.to_json(), indent=1))
-        temporary.replace(path)  # a reader never sees half a graph
+        atomic_write_bytes(path, json.dumps(self.to_json(), indent=1).encode())  # never half a graph
         return path
 
     def node(self, node_id: str) -> dict:

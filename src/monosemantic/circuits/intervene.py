@@ -146,7 +146,7 @@ def intervene(replacement: Replacement, ids_S: Tensor, edits: Sequence[FeatureEd
     changes = _changes(replacement, clean.codes_of, apply.codes_of, top)
     return InterventionResult(
         model=model, hold_features=hold_features, edits=tuple(vars(e) for e in edits),
-        target_before=_value(clean_logits, target), target_after=_value(logits, target),
+        target_before=float(target.value(clean_logits)), target_after=float(target.value(logits)),
         top_before=_top_tokens(lm, clean_logits[target.position]), top_after=_top_tokens(lm, logits[target.position]),
         changes=changes)
 
@@ -166,13 +166,6 @@ def _edits_by_layer(replacement: Replacement, edits: Sequence[FeatureEdit], n_po
             raise MonosemanticError(f"edit at position {edit.position}: the prompt has {n_positions} tokens")
         by_layer.setdefault(replacement.layers.index(edit.layer), []).append(edit)
     return by_layer
-
-
-def _value(logits_SV: Tensor, target: TargetSpec) -> float:
-    value = logits_SV[target.position, target.token]
-    if target.minus is not None:
-        value = value - logits_SV[target.position, target.minus]
-    return float(value)
 
 
 def _top_tokens(lm, logits_V: Tensor, n: int = 5) -> tuple[tuple[str, float], ...]:

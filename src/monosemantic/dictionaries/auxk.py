@@ -32,6 +32,20 @@ def check_auxk_options(arch: str, options: dict, config) -> dict:
     return options
 
 
+def dead_in_batch(step: StepInput, codes: SparseCodes | Tensor, n_latents: int, device) -> Tensor | None:
+    """Boolean ``[F]``: the trainer's dead mask less the latents that fire in ``codes``; None when none is dead.
+
+    ``step.dead_F`` is counted up to the previous batch; as in Gao et al., this batch counts first.
+    Firing is taken over every process's rows, so that every process drops the same latents.
+    """
+    # One host sync per step; it skips the rest entirely while no latent is dead (the usual case).
+    if step.dead_F is None or not bool(step.dead_F.any()):
+        return None
+    fired_F = step.reduce.max_(fired_latents(codes, n_latents).to(torch.int32)).bool()
+    dead_F = step.dead_F.to(device) & ~fired_F
+    return dead_F if bool(dead_F.any()) else None
+
+
 class AuxKDictionary(Dictionary):
     """A Dictionary with an AuxK loss term over the latents the step input calls dead."""
 
@@ -48,21 +62,11 @@ class AuxKDictionary(Dictionary):
         return check_auxk_options(cls.arch, options, config)
 
     def _dead_indices(self, step: StepInput, codes: SparseCodes | Tensor) -> Tensor | None:
-        """Indices of the dead latents, or None when there is no AuxK term to compute.
-
-        Dead is the trainer's mask (``step.dead_F``, counted up to the previous batch), less the
-        latents that fire in this batch's ``codes``: as in Gao et al., this batch counts first.
-        """
-        if not self.training or self.options["aux_coeff"] == 0 or step.dead_F is None:
+        """Indices of the dead latents (``dead_in_batch``), or None when there is no AuxK term to compute."""
+        if not self.training or self.options["aux_coeff"] == 0:
             return None
-        # One host sync per step; it skips the top-k entirely while no latent is dead (the usual case).
-        if not bool(step.dead_F.any()):
-            return None
-        # Fired on any process's rows of the global batch, so that every process drops the same latents.
-        fired_F = step.reduce.max_(fired_latents(codes, self.d_sae).to(torch.int32)).bool()
-        dead_F = step.dead_F.to(self.W_dec.device) & ~fired_F
-        dead_idx = dead_F.nonzero().squeeze(1)
-        return dead_idx if dead_idx.numel() else None
+        dead_F = dead_in_batch(step, codes, self.d_sae, self.W_dec.device)
+        return None if dead_F is None else dead_F.nonzero().squeeze(1)
 
     def _aux_term(self, pre_NF: Tensor, residual_ND: Tensor, step: StepInput, codes: SparseCodes | Tensor) -> Tensor:
         """``aux_coeff`` times the AuxK loss; 0 when no latent is dead or outside training."""

@@ -32,6 +32,7 @@ import torch.nn.functional as F_
 from torch import Tensor, nn
 
 from ..errors import MonosemanticError
+from .auxk import dead_in_batch
 from .base import (
     Dictionary,
     DictionaryOutput,
@@ -44,7 +45,7 @@ from .base import (
 from .median import geometric_median
 from .options import check_float, check_int
 from .registry import register
-from .step import LossOutput, SparseCodes, StepInput, fired_latents, loss_terms
+from .step import LossOutput, SparseCodes, StepInput, loss_terms
 
 ACTIVATIONS = ("topk", "relu", "jumprelu")
 
@@ -249,12 +250,11 @@ class LayeredTranscoder(Dictionary):
         family; without a mask, outside training or with ``aux_coeff`` 0 the term is 0.
         """
         zero = pre_NF.new_zeros((), dtype=torch.float32)
-        if not self.training or self.options["aux_coeff"] == 0 or step.dead_F is None or not bool(step.dead_F.any()):
+        dead_F = None if not self.training or self.options["aux_coeff"] == 0 else dead_in_batch(
+            step, codes, self.d_sae, pre_NF.device)
+        if dead_F is None:
             return zero
-        fired_F = step.reduce.max_(fired_latents(codes, self.d_sae).to(torch.int32)).bool()
-        dead_SF = (step.dead_F.to(pre_NF.device) & ~fired_F).view(self.n_layers, -1)
-        if not bool(dead_SF.any()):
-            return zero
+        dead_SF = dead_F.view(self.n_layers, -1)
         k = min(self.options["aux_k"], int(dead_SF.sum(1).max()))
         # Live latents are pushed to -inf, so a layer with fewer than k dead ones selects zeros for the rest.
         masked_NSF = pre_NF.view(pre_NF.shape[0], self.n_layers, -1).masked_fill(~dead_SF, float("-inf"))

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..activations.files import atomic_write_bytes
 from ..errors import MonosemanticError
 from ..features.shading import visible_token
 from ..folders import replacing_folder
@@ -104,9 +105,7 @@ carry the most influence · hover a node for its card</p>
 def write_graph_page(graph, path: str | os.PathLike, **options) -> Path:
     """Write :func:`graph_html` to ``path`` (atomically) and return it."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(graph_html(graph, **options), encoding="utf-8")
-    temporary.replace(path)
+    atomic_write_bytes(path, graph_html(graph, **options).encode("utf-8"))
     return path
 
 
